@@ -1,0 +1,1 @@
+"""One pykka actor per subsystem of a node."""

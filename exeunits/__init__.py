@@ -1,0 +1,1 @@
+"""Exe-units: the runtimes that execute work (wasmtime, Docker) in child processes."""

@@ -1,0 +1,1 @@
+"""The Loam daemon: assembly, CLI, settings, storage."""

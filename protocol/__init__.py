@@ -1,0 +1,1 @@
+"""Loam's wire protocol: typed messages, the codec, signed envelopes."""

@@ -1,0 +1,1 @@
+"""The Python requestor library (arrives with the REST API)."""
