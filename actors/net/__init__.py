@@ -1,0 +1,1 @@
+"""The network actor: ZeroMQ links, the overlay, direct messages and gossip."""

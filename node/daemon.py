@@ -1,0 +1,243 @@
+"""The daemon: assembles one node from its actors, runs it, and shuts it down in order.
+
+Read `Node.start` to see the whole node at a glance: which actors exist, in what order they
+start, and what the local control channel can ask of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pykka
+import structlog
+
+from actors.net.actor import NetActor
+from node.control import ControlServer, runtime_file
+from node.keystore import KeyStore, read_password
+from node.logging import configure_logging
+from node.settings import Settings, parse_contact
+from node.storage import PeerStore, db_path, ensure_data_dir, open_database
+from protocol.control import (
+    DirectSendRequest,
+    DirectSent,
+    GossipEntry,
+    GossipList,
+    GossipListRequest,
+    GossipPublished,
+    GossipPublishRequest,
+    GossipWithdrawRequest,
+    Inbox,
+    InboxRequest,
+    NetStatusRequest,
+    TextNote,
+)
+from protocol.errors import ControlError, NodeError
+from protocol.identity import Identity
+
+__all__ = ["Node", "run_node", "EXIT_ACTOR_FAILED"]
+
+EXIT_ACTOR_FAILED = 70
+
+
+class Node:
+    """One running node: its identity, database, actors and control channel."""
+
+    def __init__(self, settings: Settings, identity: Identity) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.node_id = identity.node_id
+        self._log = structlog.get_logger().bind(node_id=self.node_id)
+        self._stop = threading.Event()
+        self._failure: str | None = None
+        self._actors: list[pykka.ActorRef] = []  # in start order; stopped in reverse
+        self._db: sqlite3.Connection | None = None
+        self._control: ControlServer | None = None
+        self.net: Any = None  # NetActor proxy
+
+    # -- assembly -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every actor, then the control channel, then announce the node as running."""
+        cfg = self.settings
+        self._db = open_database(db_path(cfg.data_dir))
+        bootstrap = tuple(parse_contact(addr) for addr in cfg.net.bootstrap)
+        net_ref = self._start_actor(
+            NetActor,
+            self.identity,
+            cfg,
+            bootstrap=bootstrap,
+            peer_store=PeerStore(self._db),
+            on_actor_failure=self._actor_failed,
+        )
+        self.net = net_ref.proxy()
+        # Later subsystems (market, activity, payments, provider agent) start here, each
+        # given the proxies of the actors it talks to.
+        self._control = ControlServer(cfg.data_dir, self._control_handlers(), self.node_id)
+        self._control.start()
+        self._write_runtime_file()
+        self._log.info("node_started", name=cfg.node.name, contact=self._ask(self.net.contact()))
+
+    def _start_actor(self, cls: type, *args: Any, **kwargs: Any) -> pykka.ActorRef:
+        ref = cls.start(*args, **kwargs)
+        self._actors.append(ref)
+        # on_start runs in the actor's thread; a failure there stops the actor silently in
+        # pykka, so ask it once to be sure it is serving before going on.
+        try:
+            ref.proxy().ping().get(timeout=self.settings.actors.ask_timeout_s)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            raise NodeError(f"the {cls.name} actor did not start: {exc!r}; see the log above") from None
+        return ref
+
+    def _control_handlers(self) -> dict[type, Any]:
+        net = self.net
+        ask = self._ask
+        subnet = self.settings.node.subnet
+
+        def publish(req: GossipPublishRequest) -> GossipPublished:
+            item = ask(net.publish(req.topic, req.payload, req.ttl_s, req.subnet or subnet))
+            return GossipPublished(item.item_id, item.created_ms)
+
+        def withdraw(req: GossipWithdrawRequest) -> GossipPublished:
+            if not ask(net.withdraw(req.item_id)):
+                raise ControlError(f"this node published no live item {req.item_id}")
+            return GossipPublished(req.item_id, int(time.time() * 1000))
+
+        def list_items(req: GossipListRequest) -> GossipList:
+            entries = tuple(
+                GossipEntry(i.item_id, i.topic, i.origin, i.subnet, i.created_ms, i.expires_ms, received, i.payload)
+                for i, received in ask(net.items(req.topic))
+            )
+            return GossipList(entries)
+
+        return {
+            NetStatusRequest: lambda req: ask(net.status()),
+            GossipPublishRequest: publish,
+            GossipWithdrawRequest: withdraw,
+            GossipListRequest: list_items,
+            DirectSendRequest: lambda req: DirectSent(ask(net.send(req.recipient, TextNote(req.text)))),
+            InboxRequest: lambda req: Inbox(tuple(ask(net.inbox()))),
+        }
+
+    def _ask(self, future: pykka.Future) -> Any:
+        return future.get(timeout=self.settings.actors.ask_timeout_s)
+
+    # -- running --------------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the node to shut down (safe from signal handlers and other threads)."""
+        self._log.info("stop_requested", reason=reason)
+        self._stop.set()
+
+    def _actor_failed(self, actor: str, error: BaseException) -> None:
+        self._failure = f"the {actor} actor failed: {error!r}"
+        self._stop.set()
+
+    def wait(self) -> None:
+        """Block until asked to stop, checking every interval that each actor still answers."""
+        interval = self.settings.actors.health_interval_s
+        while not self._stop.wait(interval):
+            for ref in self._actors:
+                try:
+                    ref.proxy().ping().get(timeout=self.settings.actors.ask_timeout_s)
+                except (pykka.ActorDeadError, pykka.Timeout) as exc:
+                    # A hung or dead actor must not leave a node that looks alive.
+                    self._failure = f"actor {ref} does not answer: {exc!r}"
+                    self._stop.set()
+                    break
+
+    def shutdown(self) -> int:
+        """Stop the control channel, then the actors in reverse start order; returns the exit code."""
+        if self._control is not None:
+            self._control.stop()
+        for ref in reversed(self._actors):
+            try:
+                ref.stop(timeout=self.settings.actors.ask_timeout_s)
+            except pykka.Timeout:
+                self._log.error("actor_stop_timed_out", actor=str(ref))
+            except pykka.ActorDeadError:
+                pass
+        if self._db is not None:
+            self._db.close()
+        runtime_file(self.settings.data_dir).unlink(missing_ok=True)
+        if self._failure:
+            self._log.error("node_failed", error=self._failure)
+            return EXIT_ACTOR_FAILED
+        self._log.info("node_stopped")
+        return 0
+
+    def _write_runtime_file(self) -> None:
+        data = {
+            "pid": os.getpid(),
+            "node_id": self.node_id,
+            "name": self.settings.node.name,
+            "contact": self._ask(self.net.contact()),
+            "listen": self._ask(self.net.status()).listen,
+            "control": self._control.endpoint if self._control else None,
+        }
+        path = runtime_file(self.settings.data_dir)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)  # readers never see half a file
+
+
+def _check_not_running(data_dir: Path) -> None:
+    path = runtime_file(data_dir)
+    try:
+        pid = int(json.loads(path.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # a stale file from a node that was killed
+    except PermissionError:
+        pass
+    if pid != os.getpid():
+        raise NodeError(f"a node (pid {pid}) is already running with data dir {data_dir}")
+
+
+def load_identity(settings: Settings) -> Identity:
+    """Unlock the identity the settings name (the default one when no alias is set)."""
+    conn = open_database(db_path(settings.data_dir))
+    try:
+        store = KeyStore(settings.data_dir, conn)
+        info = store.get(settings.identity.alias or None)
+        return store.unlock(info, read_password(settings))
+    finally:
+        conn.close()
+
+
+def run_node(settings: Settings) -> int:
+    """Run a node until SIGINT or SIGTERM; returns the process exit code.
+
+    Raises:
+        NodeError: the node cannot start (no identity, bad settings, data dir in use).
+    """
+    configure_logging(settings.node.log_level, settings.node.log_json)
+    ensure_data_dir(settings.data_dir)
+    _check_not_running(settings.data_dir)
+    identity = load_identity(settings)
+    if not settings.node.name:
+        import dataclasses
+
+        settings = dataclasses.replace(
+            settings, node=dataclasses.replace(settings.node, name=f"loam-{identity.node_id[2:10].lower()}")
+        )
+    structlog.contextvars.bind_contextvars(node_id=identity.node_id)
+    node = Node(settings, identity)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: node.request_stop(signal.Signals(signum).name))
+    try:
+        node.start()
+    except BaseException:
+        node.shutdown()
+        raise
+    node.wait()
+    return node.shutdown()
