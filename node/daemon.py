@@ -35,6 +35,8 @@ from protocol.control import (
     GossipWithdrawRequest,
     Inbox,
     InboxRequest,
+    NetCounters,
+    NetCountersRequest,
     NetStatusRequest,
     TextNote,
 )
@@ -118,6 +120,7 @@ class Node:
 
         return {
             NetStatusRequest: lambda req: ask(net.status()),
+            NetCountersRequest: lambda req: NetCounters(ask(net.counters())),
             GossipPublishRequest: publish,
             GossipWithdrawRequest: withdraw,
             GossipListRequest: list_items,

@@ -105,7 +105,7 @@ def decode(data: bytes, expect: type[M] | None = None) -> M:
     cls = message_type(tag)
     if expect is not None and cls is not expect:
         raise DecodeError(f"expected a {expect.TYPE} message, got {tag}")
-    if version != cls.VERSION or isinstance(version, bool):
+    if type(version) is not int or version != cls.VERSION:  # 1.0 and True both == 1
         raise DecodeError(f"unsupported version {version!r} of {tag} (this node speaks {cls.VERSION})")
     return from_wire(cls, body, tag)
 

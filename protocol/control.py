@@ -24,6 +24,8 @@ __all__ = [
     "InboxEntry",
     "Inbox",
     "TextNote",
+    "NetCountersRequest",
+    "NetCounters",
 ]
 
 
@@ -197,3 +199,20 @@ class Inbox(Message):
 
     TYPE: ClassVar[str] = "control.inbox"
     entries: tuple[InboxEntry, ...]
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class NetCountersRequest(Message):
+    """Ask the node for its network event counters."""
+
+    TYPE: ClassVar[str] = "control.net_counters_request"
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class NetCounters(Message):
+    """Counts of frames in and out, rejected input by reason, gossip and routing events."""
+
+    TYPE: ClassVar[str] = "control.net_counters"
+    counters: dict[str, int]

@@ -131,8 +131,10 @@ def open_frame(
 class ReplayGuard:
     """Remembers message ids for window_ms so a replayed frame is refused.
 
-    Messages older than the skew window are refused by their timestamp, so the guard only
-    needs ids for that long; max_ids bounds memory under a flood.
+    Messages outside the skew window are refused by their timestamp, so the guard only needs
+    ids while a frame can still be fresh: a frame first seen skew_ms before its timestamp stays
+    fresh until skew_ms after it, so window_ms must be at least 2 * skew_ms. max_ids bounds
+    memory under a flood.
     """
 
     def __init__(self, window_ms: int, max_ids: int = 500_000) -> None:
@@ -160,6 +162,7 @@ class ReplayGuard:
         seen = self._seen
         while seen:
             first = next(iter(seen))
-            if seen[first] > now_ms:
+            # Kept through now_ms == expiry inclusive, as the skew check in open_frame is inclusive.
+            if seen[first] >= now_ms:
                 break
             del seen[first]
