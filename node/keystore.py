@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from eth_keyfile import create_keyfile_json, decode_keyfile_json
 
 from protocol.errors import IdentityError
 from protocol.identity import Identity
@@ -139,6 +138,9 @@ class KeyStore:
         encrypted = password is not None
         if encrypted:
             assert password is not None
+            # eth_keyfile pulls in heavy crypto modules; only key creation and unlocking need it.
+            from eth_keyfile import create_keyfile_json
+
             keyfile = create_keyfile_json(
                 identity.private_key, password.encode("utf-8"), version=3, kdf="scrypt", iterations=self._scrypt_n
             )
@@ -212,6 +214,8 @@ class KeyStore:
                 keyfile = json.loads(text)
             except ValueError as exc:
                 raise IdentityError(f"key file {path} is not valid JSON: {exc}") from None
+            from eth_keyfile import decode_keyfile_json
+
             try:
                 private_key = decode_keyfile_json(keyfile, password.encode("utf-8"))
             except ValueError as exc:

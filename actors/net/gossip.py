@@ -88,6 +88,7 @@ class GossipStore:
                 self._replace(held.item, item, now_ms)
                 return Accepted.WITHDRAWN
             return Accepted.DUPLICATE
+        replaced = None
         if item.slot and not item.withdrawn:
             key = (item.origin, item.topic, item.slot)
             current_id = self._slots.get(key)
@@ -95,8 +96,11 @@ class GossipStore:
                 current = self._items[current_id].item
                 if (current.created_ms, current.item_id) >= (item.created_ms, item.item_id):
                     return Accepted.SUPERSEDED
-                self._remove(current_id)
-        if item.origin != self._own_origin:
+                replaced = current_id
+        if replaced is not None:
+            # Takes the place of an item of the same origin, so it cannot exceed a cap.
+            self._remove(replaced)
+        elif item.origin != self._own_origin:
             if len(self._items) >= self._max_items or self._per_origin.get(item.origin, 0) >= self._max_per_origin:
                 return Accepted.FULL
         self._add(item, now_ms)
@@ -155,7 +159,12 @@ class GossipStore:
         self._items[item.item_id] = StoredItem(item, now_ms)
         self._per_origin[item.origin] = self._per_origin.get(item.origin, 0) + 1
         if item.slot:
-            self._slots[(item.origin, item.topic, item.slot)] = item.item_id
+            # A withdrawal of an older item of the slot must not take the slot from a newer one.
+            key = (item.origin, item.topic, item.slot)
+            current_id = self._slots.get(key)
+            current = self._items[current_id].item if current_id is not None else None
+            if current is None or (current.created_ms, current.item_id) < (item.created_ms, item.item_id):
+                self._slots[key] = item.item_id
         self._toggle(item)
 
     def _remove(self, item_id: str) -> None:

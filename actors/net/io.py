@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pykka
 import structlog
 import zmq
 from zmq.utils import z85
@@ -165,7 +166,7 @@ class NetIO:
                     self._drain_dealer(sock)
             if _now_ms() >= next_tick:
                 next_tick = _now_ms() + self._tick_ms
-                self._deliver.tell(Tick())
+                self._tell(Tick())
         # A short linger lets the goodbyes queued just before the stop reach the neighbours.
         for sock in list(self._dealers.values()):
             sock.close(linger=300)
@@ -173,6 +174,12 @@ class NetIO:
             self._router.close(linger=300)
         self._zap.close(linger=0)
         self._pipe_in.close(linger=0)
+
+    def _tell(self, message: object) -> None:
+        try:
+            self._deliver.tell(message)
+        except pykka.ActorDeadError:
+            pass  # the actor is stopping; its stop command is on the way
 
     def _drain_commands(self, poller: zmq.Poller) -> bool:
         while True:
@@ -201,7 +208,7 @@ class NetIO:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
-            self._deliver.tell(LinkDown(link, f"cannot dial {endpoint}: {exc}"))
+            self._tell(LinkDown(link, f"cannot dial {endpoint}: {exc}"))
             return
         self._dealers[link] = sock
         self._by_socket[sock] = link
@@ -231,7 +238,7 @@ class NetIO:
             self._log.debug("send_dropped_queue_full", link=link)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
-                self._deliver.tell(LinkDown(link, "peer disconnected"))
+                self._tell(LinkDown(link, "peer disconnected"))
             else:
                 self._log.warning("send_failed", link=link, error=str(exc))
 
@@ -250,7 +257,7 @@ class NetIO:
                 user_id = parts[1].get("User-Id")
                 key = user_id.encode() if user_id else b""
                 self._inbound_keys[rid] = key
-            self._deliver.tell(FrameIn("i:" + rid.hex(), parts[1].bytes, key))
+            self._tell(FrameIn("i:" + rid.hex(), parts[1].bytes, key))
 
     def _drain_dealer(self, sock: zmq.Socket) -> None:
         link = self._by_socket.get(sock)
@@ -262,7 +269,7 @@ class NetIO:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._deliver.tell(FrameIn(link, frame, key))
+            self._tell(FrameIn(link, frame, key))
 
     def _answer_zap(self) -> None:
         # ZAP (RFC 27): any CURVE client may connect; the handshake has proved it holds the

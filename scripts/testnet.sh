@@ -1,0 +1,611 @@
+#!/usr/bin/env bash
+# A local multi-node Loam testnet on loopback.
+#
+#     scripts/testnet.sh up [--nodes 5] [--base-port 7600] [--dir .testnet]
+#     scripts/testnet.sh status
+#     scripts/testnet.sh demo
+#     scripts/testnet.sh logs node-2 [-f]
+#     scripts/testnet.sh down [--purge]
+#
+# Every node is started by scripts/launch-peer.sh, with its data directory in
+# DIR/node-I; DIR/testnet.env records the settings of the last `up`.
+#
+# Extending it: `up` runs the steps listed in UP_STEPS (a function `up_<step>` each)
+# and `down` runs DOWN_STEPS in order; a chain or provider agents become new steps.
+# A new subcommand is a function `cmd_<name>` plus a line in usage().
+set -euo pipefail
+
+LOAM_SCRIPT_NAME="testnet"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+LAUNCH_PEER="$REPO/scripts/launch-peer.sh"
+
+UP_STEPS=(nodes converge)
+DOWN_STEPS=(nodes)
+
+# Settings; `up` takes them from its options, the other commands from DIR/testnet.env.
+NODES=5
+BASE_PORT=7600
+API_BASE_PORT="" # default: BASE_PORT + 100
+HOST=127.0.0.1
+TESTNET_DIR="${LOAM_TESTNET_DIR:-$REPO/.testnet}"
+CONVERGE_TIMEOUT_S="${LOAM_CONVERGE_TIMEOUT_S:-60}"
+DEMO_TIMEOUT_S="${LOAM_DEMO_TIMEOUT_S:-30}"
+DEMO_TOPIC=demo
+
+usage() {
+    cat <<'EOF'
+usage: scripts/testnet.sh COMMAND [OPTIONS]
+
+Commands:
+  up [--nodes N] [--base-port P] [--api-base-port A] [--dir D]
+        start N nodes (default 5) on 127.0.0.1, ports P..P+N-1 (default 7600),
+        REST API ports A..A+N-1 (default P+100):
+        node-0 first, the others bootstrapping from it; wait (up to 60 s) until
+        every node has at least min(2, N-1) neighbours; print a summary.
+        If a testnet already runs in D, print its status and exit 0.
+  status
+        each node: name, node id, alive or not, neighbours
+  demo
+        publish a gossip item (topic "demo") from the last node and wait (up to
+        30 s) until every node has it; print how long it took; exit 1 if it does not
+  logs NODE [-n LINES] [-f]
+        the end of a node's log (NODE is node-2 or just 2); -f follows it
+  down [--purge]
+        stop every node of the testnet; --purge also deletes the directory
+  help
+        this text
+
+Every command takes --dir D (default <repo>/.testnet, or LOAM_TESTNET_DIR).
+Each node's files are in D/node-I: loam.log, loam.pid, node.json and its identity.
+EOF
+}
+
+# --- settings and nodes -----------------------------------------------------------
+
+env_file() { printf '%s/testnet.env\n' "$TESTNET_DIR"; }
+node_dir() { printf '%s/node-%s\n' "$TESTNET_DIR" "$1"; }
+node_name() { printf 'node-%s\n' "$1"; }
+node_port() { printf '%s\n' "$((BASE_PORT + $1))"; }
+node_api_port() { printf '%s\n' "$((API_BASE_PORT + $1))"; }
+
+set_dir() {
+    mkdir -p "$1"
+    TESTNET_DIR="$(cd "$1" && pwd)"
+}
+
+write_env() {
+    cat >"$(env_file)" <<EOF
+# Written by scripts/testnet.sh up on $(date '+%F %T'); read by the other commands.
+NODES=$NODES
+BASE_PORT=$BASE_PORT
+API_BASE_PORT=$API_BASE_PORT
+HOST=$HOST
+EOF
+}
+
+# Loads DIR/testnet.env; returns 1 when there is none.
+load_env() {
+    local f
+    f="$(env_file)"
+    [[ -f "$f" ]] || return 1
+    local key value
+    while IFS='=' read -r key value; do
+        case "$key" in
+        NODES | BASE_PORT | API_BASE_PORT)
+            if is_uint "$value"; then
+                printf -v "$key" '%s' "$((10#$value))"
+            fi
+            ;;
+        HOST) HOST="$value" ;;
+        esac
+    done <"$f"
+    return 0
+}
+
+require_env() {
+    load_env || die "no testnet in $TESTNET_DIR (start one with: scripts/testnet.sh up)"
+}
+
+# The pid of node I if it is running, else nothing.
+node_pid() {
+    local pid
+    pid="$(read_pid_file "$(node_dir "$1")/loam.pid")"
+    if [[ -n "$pid" ]] && pid_alive "$pid"; then
+        printf '%s\n' "$pid"
+    fi
+}
+
+node_alive() { [[ -n "$(node_pid "$1")" ]]; }
+
+# The node id of node I from its node.json, or nothing.
+node_id_of() {
+    local f
+    f="$(node_dir "$1")/node.json"
+    if [[ -s "$f" ]]; then
+        json_eval 'd.get("node_id")' "$f" 2>/dev/null || true
+    fi
+}
+
+# How many nodes of the testnet are running.
+count_alive() {
+    local i n=0
+    for ((i = 0; i < NODES; i++)); do
+        if node_alive "$i"; then
+            n=$((n + 1))
+        fi
+    done
+    printf '%s\n' "$n"
+}
+
+# query_all OUTDIR LOAM_ARGS...: runs `loam LOAM_ARGS --data-dir DIR/node-I` for every
+# node at once, the output of node I in OUTDIR/I.json (empty when it failed).
+query_all() {
+    local out="$1" i
+    shift
+    local pids=()
+    for ((i = 0; i < NODES; i++)); do
+        ("$LOAM" "$@" --data-dir "$(node_dir "$i")" >"$out/$i.json" 2>"$out/$i.err" || : >"$out/$i.json") &
+        pids+=($!)
+    done
+    wait "${pids[@]}" 2>/dev/null || true
+}
+
+# A temporary directory removed when the script exits.
+TMP_DIRS=()
+cleanup() {
+    if ((${#TMP_DIRS[@]})); then
+        rm -rf "${TMP_DIRS[@]}"
+    fi
+}
+trap cleanup EXIT
+make_tmp() {
+    local d
+    d="$(mktemp -d "${TMPDIR:-/tmp}/loam-testnet.XXXXXX")"
+    TMP_DIRS+=("$d")
+    printf '%s\n' "$d"
+}
+
+# --- the report of every node (status, up's summary) ------------------------------
+
+# print_table TMPDIR WITH_NAMES: reads TMPDIR/I.json (`loam net status --json` of node
+# I) and prints one row per node.
+print_table() {
+    local tmp="$1" detailed="$2" i
+    local rows="$tmp/rows.tsv"
+    : >"$rows"
+    for ((i = 0; i < NODES; i++)); do
+        local alive=no pid
+        pid="$(node_pid "$i")"
+        if [[ -n "$pid" && -s "$(node_dir "$i")/node.json" ]]; then
+            alive="yes (pid $pid)"
+        elif [[ -n "$pid" ]]; then
+            # Running, but without node.json: still starting, or stuck shutting down.
+            alive="yes (pid $pid, no node.json)"
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\n' "$i" "$(node_name "$i")" "$(node_port "$i")" "$alive" "$(node_id_of "$i")" >>"$rows"
+    done
+    "$PY" - "$tmp" "$rows" "$detailed" <<'PYEOF'
+import json, os, sys
+tmp, rows_path, detailed = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+rows = [line.rstrip("\n").split("\t") for line in open(rows_path) if line.strip()]
+
+def short(node_id):
+    return node_id if len(node_id) <= 12 else f"{node_id[:6]}…{node_id[-4:]}"
+
+statuses = {}
+for i, *_ in rows:
+    try:
+        with open(os.path.join(tmp, f"{i}.json")) as fh:
+            statuses[i] = json.load(fh)
+    except (OSError, ValueError):
+        statuses[i] = None
+# Names of the testnet's own nodes, by node id, to show neighbours by name.
+names = {}
+for i, name, _port, _alive, node_id in rows:
+    st = statuses[i]
+    for nid in (node_id, (st or {}).get("node_id")):
+        if nid:
+            names[nid.lower()] = name
+
+header = ["name", "node id", "port", "alive", "neighbours"]
+if detailed:
+    header.append("neighbour nodes")
+table = [header]
+for i, name, port, alive, node_id in rows:
+    st = statuses[i]
+    node_id = (st or {}).get("node_id") or node_id or "?"
+    if st is None:
+        count, who = "-", ""
+    else:
+        neigh = st.get("neighbours") or []
+        count = str(len(neigh))
+        who = ", ".join(
+            names.get(str(n.get("node_id", "")).lower(), short(str(n.get("node_id", "?"))))
+            + ("" if n.get("outbound") is None else (" (out)" if n.get("outbound") else " (in)"))
+            for n in neigh
+        )
+    row = [name, node_id, port, alive, count]
+    if detailed:
+        row.append(who)
+    table.append(row)
+widths = [max(len(r[c]) for r in table) for c in range(len(header))]
+for r in table:
+    print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+PYEOF
+}
+
+# --- up ---------------------------------------------------------------------------
+
+up_nodes() {
+    local i contact="" dir
+    for ((i = 0; i < NODES; i++)); do
+        dir="$(node_dir "$i")"
+        local args=(start --data-dir "$dir" --host "$HOST" --port "$(node_port "$i")"
+            --api-port "$(node_api_port "$i")" --name "$(node_name "$i")" --quiet)
+        if ((i > 0)); then
+            args+=(--bootstrap "$contact")
+        fi
+        if ! "$LAUNCH_PEER" "${args[@]}"; then
+            warn "$(node_name "$i") did not start; stopping the nodes started so far"
+            down_nodes >/dev/null || true
+            exit 1
+        fi
+        if ((i == 0)); then
+            contact="$(json_eval 'd.get("contact")' "$dir/node.json" 2>/dev/null || true)"
+            if [[ -z "$contact" ]]; then
+                down_nodes >/dev/null || true
+                die "node-0 wrote no contact address in $dir/node.json"
+            fi
+        fi
+    done
+}
+
+up_converge() {
+    local want=$((NODES - 1 < 2 ? NODES - 1 : 2))
+    info "waiting (up to ${CONVERGE_TIMEOUT_S} s) until every node has at least $want neighbour(s)"
+    local tmp started deadline
+    tmp="$(make_tmp)"
+    started="$(now_ms)"
+    deadline=$((SECONDS + CONVERGE_TIMEOUT_S))
+    while :; do
+        query_all "$tmp" net status --json
+        local i behind=()
+        for ((i = 0; i < NODES; i++)); do
+            local n
+            n="$(json_eval 'len(d.get("neighbours") or [])' "$tmp/$i.json" 2>/dev/null || echo 0)"
+            if ((n < want)); then
+                behind+=("$(node_name "$i")=$n")
+            fi
+        done
+        if ((${#behind[@]} == 0)); then
+            info "converged in $(($(now_ms) - started)) ms"
+            LAST_STATUS_DIR="$tmp"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            warn "not converged after ${CONVERGE_TIMEOUT_S} s; neighbours: ${behind[*]}"
+            print_table "$tmp" 1 >&2 || true
+            warn "the nodes are left running: see scripts/testnet.sh logs NODE, or stop them with scripts/testnet.sh down"
+            exit 1
+        fi
+        sleep 0.5
+    done
+}
+
+LAST_STATUS_DIR=""
+
+cmd_up() {
+    local explicit=""
+    while (($#)); do
+        case "$1" in
+        --nodes)
+            is_uint "${2:-}" || die "--nodes needs a number >= 1"
+            NODES=$((10#$2))
+            explicit=1
+            ((NODES >= 1)) || die "--nodes needs a number >= 1"
+            shift 2
+            ;;
+        --base-port)
+            is_port "${2:-}" || die "--base-port needs a port number"
+            BASE_PORT=$((10#$2))
+            explicit=1
+            shift 2
+            ;;
+        --api-base-port)
+            is_port "${2:-}" || die "--api-base-port needs a port number"
+            API_BASE_PORT=$((10#$2))
+            explicit=1
+            shift 2
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            printf 'testnet: unknown option for up: %s\n\n' "$1" >&2
+            usage >&2
+            exit 2
+            ;;
+        esac
+    done
+    API_BASE_PORT="${API_BASE_PORT:-$((BASE_PORT + 100))}"
+    ((BASE_PORT + NODES - 1 < 65536 && API_BASE_PORT + NODES - 1 < 65536)) ||
+        die "ports $BASE_PORT..$((BASE_PORT + NODES - 1)) or $API_BASE_PORT..$((API_BASE_PORT + NODES - 1)) do not fit"
+    if ((API_BASE_PORT < BASE_PORT + NODES && BASE_PORT < API_BASE_PORT + NODES)); then
+        die "node ports $BASE_PORT.. and REST API ports $API_BASE_PORT.. overlap; pass --api-base-port"
+    fi
+    set_dir "$TESTNET_DIR"
+
+    # Already running here? Then report on it rather than start a second one.
+    local wanted_nodes="$NODES" wanted_port="$BASE_PORT" wanted_api="$API_BASE_PORT"
+    if load_env && (($(count_alive) > 0)); then
+        info "a testnet is already running in $TESTNET_DIR ($(count_alive) of $NODES nodes alive)"
+        if [[ -n "$explicit" ]] && [[ "$wanted_nodes" != "$NODES" || "$wanted_port" != "$BASE_PORT" || "$wanted_api" != "$API_BASE_PORT" ]]; then
+            warn "it was started with --nodes $NODES --base-port $BASE_PORT --api-base-port $API_BASE_PORT; run scripts/testnet.sh down first to change that"
+        fi
+        ensure_env
+        cmd_status || true
+        exit 0
+    fi
+    NODES="$wanted_nodes"
+    BASE_PORT="$wanted_port"
+    API_BASE_PORT="$wanted_api"
+
+    ensure_env
+    write_env
+    info "starting $NODES node(s) on $HOST:$BASE_PORT..$((BASE_PORT + NODES - 1)) in $TESTNET_DIR"
+    local step
+    for step in "${UP_STEPS[@]}"; do
+        "up_$step"
+    done
+
+    say ""
+    if [[ -n "$LAST_STATUS_DIR" ]]; then
+        print_table "$LAST_STATUS_DIR" 0
+    fi
+    say ""
+    info "up: $NODES node(s) running. Next: scripts/testnet.sh demo | status | logs node-0 | down"
+}
+
+# --- status -----------------------------------------------------------------------
+
+cmd_status() {
+    require_env
+    ensure_env
+    local tmp
+    tmp="$(make_tmp)"
+    query_all "$tmp" net status --json
+    say "testnet in $TESTNET_DIR: $NODES node(s), ports $BASE_PORT..$((BASE_PORT + NODES - 1))"
+    print_table "$tmp" 1
+    local alive
+    alive="$(count_alive)"
+    if ((alive < NODES)); then
+        say "$alive of $NODES node(s) running"
+        return 1
+    fi
+}
+
+# --- demo -------------------------------------------------------------------------
+
+cmd_demo() {
+    require_env
+    ensure_env
+    local i last=$((NODES - 1))
+    for ((i = 0; i < NODES; i++)); do
+        node_alive "$i" || die "$(node_name "$i") is not running (scripts/testnet.sh status)"
+    done
+
+    local text out item_id t0
+    text="hello from $(node_name "$last") at $(date '+%T')"
+    t0="$(now_ms)"
+    out="$("$LOAM" debug publish --data-dir "$(node_dir "$last")" --topic "$DEMO_TOPIC" --text "$text")" ||
+        die "\`loam debug publish\` on $(node_name "$last") failed"
+    item_id="$(printf '%s\n' "$out" | awk 'NF { line = $NF } END { print line }')"
+    [[ -n "$item_id" ]] || die "\`loam debug publish\` printed no item id"
+    info "published item $item_id (topic \"$DEMO_TOPIC\") from $(node_name "$last"): \"$text\""
+
+    local tmp deadline
+    tmp="$(make_tmp)"
+    deadline=$((SECONDS + DEMO_TIMEOUT_S))
+    # seen[i]: how long after publishing node i had the item, in ms.
+    local -a seen=()
+    while :; do
+        query_all "$tmp" debug items --topic "$DEMO_TOPIC" --json
+        local elapsed missing=() idx lat
+        elapsed=$(($(now_ms) - t0))
+        while read -r idx lat; do
+            if [[ -z "${seen[idx]:-}" && "$lat" != - ]]; then
+                seen[idx]="$lat"
+            fi
+        done < <(item_latencies "$tmp" "$item_id" "$elapsed")
+        for ((i = 0; i < NODES; i++)); do
+            [[ -n "${seen[i]:-}" ]] || missing+=("$(node_name "$i")")
+        done
+        if ((${#missing[@]} == 0)); then
+            break
+        fi
+        if ((SECONDS >= deadline)); then
+            for ((i = 0; i < NODES; i++)); do
+                if [[ -n "${seen[i]:-}" ]]; then
+                    printf '  %-10s %6s ms\n' "$(node_name "$i")" "${seen[i]}"
+                else
+                    printf '  %-10s missing\n' "$(node_name "$i")"
+                fi
+            done
+            die "item $item_id did not reach ${missing[*]} within ${DEMO_TIMEOUT_S} s"
+        fi
+        sleep 0.2
+    done
+
+    local total=0
+    for ((i = 0; i < NODES; i++)); do
+        printf '  %-10s %6s ms\n' "$(node_name "$i")" "${seen[i]}"
+        if ((seen[i] > total)); then
+            total="${seen[i]}"
+        fi
+    done
+    say "item $item_id reached all $NODES nodes in $total ms"
+}
+
+# item_latencies TMPDIR ITEM_ID ELAPSED_MS: reads TMPDIR/I.json (`loam debug items
+# --json` of node I) and prints "I MS" for each node that has the item, "I -" for the
+# others. MS is the node's own received_ms - created_ms when it reports both (the same
+# clock: all nodes run here), else ELAPSED_MS, when this script saw it.
+item_latencies() {
+    "$PY" - "$1" "$2" "$3" "$NODES" <<'PYEOF'
+import json, os, sys
+tmp, item_id, elapsed, nodes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for i in range(nodes):
+    try:
+        with open(os.path.join(tmp, f"{i}.json")) as fh:
+            items = json.load(fh)
+    except (OSError, ValueError):
+        items = []
+    hit = next((x for x in items if isinstance(x, dict) and x.get("item_id") == item_id), None)
+    if hit is None:
+        print(i, "-")
+        continue
+    try:
+        ms = max(0, int(hit["received_ms"]) - int(hit["created_ms"]))
+    except (KeyError, TypeError, ValueError):
+        ms = elapsed
+    print(i, ms)
+PYEOF
+}
+
+# --- logs -------------------------------------------------------------------------
+
+cmd_logs() {
+    require_env
+    local node="" lines=50 follow=""
+    while (($#)); do
+        case "$1" in
+        -n | --lines)
+            [[ "${2:-}" =~ ^[0-9]+$ ]] || die "$1 needs a number"
+            lines="$2"
+            shift 2
+            ;;
+        -f | --follow)
+            follow=1
+            shift
+            ;;
+        -*)
+            die "unknown option for logs: $1"
+            ;;
+        *)
+            node="$1"
+            shift
+            ;;
+        esac
+    done
+    [[ -n "$node" ]] || die "usage: scripts/testnet.sh logs NODE [-n LINES] [-f]  (NODE: node-0 .. node-$((NODES - 1)))"
+    node="${node#node-}"
+    [[ "$node" =~ ^[0-9]+$ ]] || die "NODE is node-I or I, not $node"
+    local log
+    log="$(node_dir "$node")/loam.log"
+    [[ -f "$log" ]] || die "no log at $log"
+    if [[ -n "$follow" ]]; then
+        exec tail -n "$lines" -F "$log"
+    fi
+    tail -n "$lines" "$log"
+}
+
+# --- down -------------------------------------------------------------------------
+
+# Stops every node directory under DIR, whatever testnet.env says, so that nothing
+# from an earlier, larger testnet is left running. The nodes stop in parallel (one
+# that hangs costs its 10 s once, not once per node); their reports print in order.
+down_nodes() {
+    local dir tmp dirs=() pids=() k
+    tmp="$(make_tmp)"
+    while IFS= read -r dir; do
+        [[ -d "$dir" && -f "$dir/loam.pid" ]] || continue
+        k=${#dirs[@]}
+        dirs+=("$dir")
+        "$LAUNCH_PEER" stop --data-dir "$dir" --name "$(basename "$dir")" >"$tmp/$k.out" 2>&1 &
+        pids+=($!)
+    done < <(find "$TESTNET_DIR" -mindepth 1 -maxdepth 1 -type d -name 'node-*' | sort -V)
+    if ((${#dirs[@]} == 0)); then
+        info "no node was running in $TESTNET_DIR"
+        return 0
+    fi
+    local rc=0
+    for k in "${!dirs[@]}"; do
+        local ok=1
+        wait "${pids[k]}" || ok=0
+        cat "$tmp/$k.out"
+        if ((!ok)); then
+            warn "could not stop $(basename "${dirs[k]}")"
+            rc=1
+        fi
+    done
+    return "$rc"
+}
+
+cmd_down() {
+    local purge=""
+    while (($#)); do
+        case "$1" in
+        --purge)
+            purge=1
+            shift
+            ;;
+        *) die "unknown option for down: $1" ;;
+        esac
+    done
+    if [[ ! -d "$TESTNET_DIR" ]]; then
+        info "no testnet in $TESTNET_DIR"
+        return 0
+    fi
+    local step
+    for step in "${DOWN_STEPS[@]}"; do
+        "down_$step"
+    done
+    if [[ -n "$purge" ]]; then
+        rm -rf "$TESTNET_DIR"
+        info "removed $TESTNET_DIR"
+    fi
+}
+
+# --- main -------------------------------------------------------------------------
+
+main() {
+    local cmd="${1:-}"
+    [[ $# -eq 0 ]] || shift
+    # --dir is accepted by every command, anywhere among its options.
+    local args=()
+    while (($#)); do
+        if [[ "$1" == --dir ]]; then
+            [[ -n "${2:-}" ]] || die "--dir needs a directory"
+            TESTNET_DIR="$2"
+            shift 2
+        else
+            args+=("$1")
+            shift
+        fi
+    done
+    if [[ "$cmd" != up && "$cmd" != help && "$cmd" != -h && "$cmd" != --help && -d "$TESTNET_DIR" ]]; then
+        TESTNET_DIR="$(cd "$TESTNET_DIR" && pwd)"
+    fi
+    case "$cmd" in
+    up | status | demo | logs | down)
+        "cmd_$cmd" ${args[@]+"${args[@]}"}
+        ;;
+    help | -h | --help)
+        usage
+        ;;
+    "")
+        usage >&2
+        exit 2
+        ;;
+    *)
+        printf 'testnet: unknown command: %s\n\n' "$cmd" >&2
+        usage >&2
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"
