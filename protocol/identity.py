@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -18,6 +19,7 @@ __all__ = ["Identity", "recover_signer", "to_checksum_address", "is_node_id", "k
 SIGNATURE_BYTES = 65
 
 
+@functools.lru_cache(maxsize=65536)
 def to_checksum_address(raw20: bytes) -> str:
     """EIP-55 checksummed hex address of 20 raw bytes."""
     hex_addr = raw20.hex()
@@ -29,6 +31,12 @@ def is_node_id(value: object) -> bool:
     """True when value is a checksummed 0x address (the only form a node id takes)."""
     if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
         return False
+    return _is_checksummed(value)
+
+
+# Node ids repeat on every frame; remembering the answer saves two keccaks a frame.
+@functools.lru_cache(maxsize=65536)
+def _is_checksummed(value: str) -> bool:
     try:
         raw = bytes.fromhex(value[2:])
     except ValueError:

@@ -613,27 +613,35 @@ class NetActor(LoamActor):
             stored = self._store.get(item_id)
             if stored is not None and self._accepts_subnet(stored.item.subnet):
                 items.append(stored.item)
-        self._push_now(link, items, solicited=True)
+        self._push_now([link], items, solicited=True)
 
     def _flush_pushes(self) -> None:
+        # Links that are owed the same items get the same envelope, signed once: a new item
+        # goes to every neighbour but its source, so this usually means one signature per
+        # flush. It is safe to share because a receiver accepts a link message only from the
+        # node at the other end of that link.
+        groups: dict[tuple[str, ...], tuple[list[GossipItem], list[Link]]] = {}
         for link in self._links.values():
             if link.out_items and link.up:
                 items, link.out_items = link.out_items, []
-                self._push_now(link, items, solicited=False)
+                key = tuple(item.item_id for item in items)
+                groups.setdefault(key, (items, []))[1].append(link)
+        for items, links in groups.values():
+            self._push_now(links, items, solicited=False)
 
-    def _push_now(self, link: Link, items: list[GossipItem], solicited: bool) -> None:
+    def _push_now(self, links: list[Link], items: list[GossipItem], solicited: bool) -> None:
         budget = self._cfg.max_message_bytes // 2
         batch: list[GossipItem] = []
         size = 0
         for item in items:
             item_size = len(item.payload) + 400
             if batch and size + item_size > budget:
-                self._send_msg(link, GossipPush(tuple(batch), solicited))
+                self._send_shared(links, GossipPush(tuple(batch), solicited))
                 batch, size = [], 0
             batch.append(item)
             size += item_size
         if batch:
-            self._send_msg(link, GossipPush(tuple(batch), solicited))
+            self._send_shared(links, GossipPush(tuple(batch), solicited))
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -769,6 +777,15 @@ class NetActor(LoamActor):
         link.last_out_ms = now
         self._io.send(link.key, frame)
         self._count("frames_out")
+
+    def _send_shared(self, links: list[Link], msg: Message) -> None:
+        """One envelope, addressed to no one in particular, sent on several links."""
+        now = _now_ms()
+        frame = seal(self._id, msg, now).to_frame()
+        for link in links:
+            link.last_out_ms = now
+            self._io.send(link.key, frame)
+            self._count("frames_out")
 
     # -- peers and our own record ---------------------------------------------------------
 

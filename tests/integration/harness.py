@@ -79,13 +79,14 @@ class NodeProcess:
         subnet: str = "public",
         env: dict[str, str] | None = None,
         identity: Identity | None = None,
+        fast_timers: bool = True,
     ) -> None:
         self.name = name
         self.data_dir = ensure_data_dir(base_dir / name)
         self.port = free_port() if listen else None
         self.bootstrap = list(bootstrap)
         self.subnet = subnet
-        self.env = {**FAST_ENV, **(env or {})}
+        self.env = {**(FAST_ENV if fast_timers else {}), **(env or {})}
         self.log_path = self.data_dir / "node.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
@@ -221,6 +222,8 @@ class NodeProcess:
 
 
 class Testnet:
+    __test__ = False  # not a test class, despite the name
+
     """Several nodes joined through the first one."""
 
     def __init__(self, base_dir: Path) -> None:
