@@ -33,6 +33,8 @@ DIGEST_BUCKETS = 64
 # Items of the empty subnet (peer records) are for every node whatever its subnet.
 GLOBAL_SUBNET = ""
 CURVE_KEY_BYTES = 40  # Z85 text of a 32-byte key
+ITEM_ID_CHARS = 64  # a gossip item id: keccak-256 in lower-case hex
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def _packed(*values: object) -> bytes:
@@ -157,9 +159,11 @@ class Routed(Message):
 class GossipItem(Message):
     """An item spread to every node of a subnet, signed by the node that published it.
 
-    Its id is derived from its content, so a relay cannot alter it. A withdrawal is the
-    same item id with `withdrawn` set and no payload, signed by the same origin. With a
-    non-empty `slot`, a newer item of the same origin, topic and slot replaces older ones.
+    Its id is derived from its content (the payload through its hash), so a relay cannot
+    alter it. A withdrawal is the same item with `withdrawn` set and the payload left out;
+    its id is still checked against the header and payload hash, and the header names the
+    origin, so only the origin can withdraw an item. With a non-empty `slot`, a newer item
+    of the same origin, topic and slot replaces older ones.
     """
 
     TYPE: ClassVar[str] = "net.gossip_item"
@@ -170,6 +174,7 @@ class GossipItem(Message):
     slot: str
     created_ms: int
     expires_ms: int
+    payload_hash: bytes
     payload: bytes
     withdrawn: bool
     signature: bytes
@@ -177,7 +182,13 @@ class GossipItem(Message):
     @staticmethod
     def content_id(topic: str, origin: str, subnet: str, slot: str, created_ms: int, expires_ms: int, payload: bytes) -> str:
         """The id of an item with this content (64 hex digits)."""
-        return keccak(b"loam/gossip-id/1\x00" + _packed(topic, origin, subnet, slot, created_ms, expires_ms, payload)).hex()
+        return GossipItem._id_of(topic, origin, subnet, slot, created_ms, expires_ms, keccak(payload))
+
+    @staticmethod
+    def _id_of(topic: str, origin: str, subnet: str, slot: str, created_ms: int, expires_ms: int, payload_hash: bytes) -> str:
+        return keccak(
+            b"loam/gossip-id/2\x00" + _packed(topic, origin, subnet, slot, created_ms, expires_ms, payload_hash)
+        ).hex()
 
     @staticmethod
     def _sig_digest(item_id: str, withdrawn: bool, topic: str, origin: str, subnet: str, slot: str, created_ms: int, expires_ms: int) -> bytes:
@@ -189,9 +200,10 @@ class GossipItem(Message):
     ) -> GossipItem:
         """A new live item published by identity."""
         origin = identity.node_id
-        item_id = cls.content_id(topic, origin, subnet, slot, created_ms, expires_ms, payload)
+        payload_hash = keccak(payload)
+        item_id = cls._id_of(topic, origin, subnet, slot, created_ms, expires_ms, payload_hash)
         sig = identity.sign(cls._sig_digest(item_id, False, topic, origin, subnet, slot, created_ms, expires_ms))
-        return cls(item_id, topic, origin, subnet, slot, created_ms, expires_ms, payload, False, sig)
+        return cls(item_id, topic, origin, subnet, slot, created_ms, expires_ms, payload_hash, payload, False, sig)
 
     def withdrawal(self, identity: Identity) -> GossipItem:
         """The tombstone that withdraws this item (only its origin can make one)."""
@@ -208,14 +220,20 @@ class GossipItem(Message):
         Raises:
             ProtocolError: the id does not match or the signature is not the origin's.
         """
-        if not self.withdrawn:
-            expected = self.content_id(
-                self.topic, self.origin, self.subnet, self.slot, self.created_ms, self.expires_ms, self.payload
-            )
-            if expected != self.item_id:
-                raise DecodeError(f"gossip item id {self.item_id} does not match its content")
-        elif self.payload:
-            raise DecodeError("a withdrawn gossip item carries no payload")
+        # A withdrawal's id cannot be checked against a payload, but it must still be an id
+        # as content_id makes them: the store derives digest buckets from its hex digits.
+        if len(self.item_id) != ITEM_ID_CHARS or not set(self.item_id) <= _HEX_DIGITS:
+            raise DecodeError(f"gossip item id {self.item_id[:80]!r} is not {ITEM_ID_CHARS} hex digits")
+        expected = self._id_of(
+            self.topic, self.origin, self.subnet, self.slot, self.created_ms, self.expires_ms, self.payload_hash
+        )
+        if expected != self.item_id:
+            raise DecodeError(f"gossip item id {self.item_id} does not match its content")
+        if self.withdrawn:
+            if self.payload:
+                raise DecodeError("a withdrawn gossip item carries no payload")
+        elif keccak(self.payload) != self.payload_hash:
+            raise DecodeError(f"gossip item {self.item_id} payload does not match its content")
         digest = self._sig_digest(
             self.item_id, self.withdrawn, self.topic, self.origin, self.subnet, self.slot, self.created_ms, self.expires_ms
         )

@@ -47,6 +47,7 @@ _PEER_REPUBLISH_MS = 4 * 60_000
 _PULL_CHUNK = 256
 _MAX_LINKS = 256
 _INBOX_MAX = 1000
+_MAX_PULLED = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ class NetActor(LoamActor):
             own_origin=identity.node_id,
         )
         self._routed_seen: OrderedDict[bytes, int] = OrderedDict()
+        self._stranger_bucket = TokenBucket(self._cfg.peer_rate_msgs_per_s, self._cfg.peer_rate_burst, now)
         self._subscribers: dict[str, list[pykka.ActorRef]] = {}
         self._gossip_subscribers: dict[str, list[pykka.ActorRef]] = {}
         self._inbox: deque[InboxEntry] = deque(maxlen=_INBOX_MAX)
@@ -285,6 +287,7 @@ class NetActor(LoamActor):
                 self._on_frame(message)
             except ProtocolError as exc:
                 self._reject(type(exc).__name__, str(exc), link=message.link)
+                self._forget_stranger(message.link)
             except Exception as exc:  # noqa: BLE001 - remote input must never kill the node
                 self._count("frame_bugs")
                 self._log.error("frame_handling_failed", link=message.link, error=repr(exc), exc_info=True)
@@ -296,11 +299,24 @@ class NetActor(LoamActor):
                 self._drop_link(link, message.reason, failed=not link.up)
         return None
 
+    def _forget_stranger(self, key: str) -> None:
+        """After bad input on a connection without a completed handshake, forget the connection."""
+        link = self._links.get(key)
+        if link is None:
+            if key.startswith("i:"):
+                self._io.close(key)
+        elif not link.up and not link.outbound:
+            del self._links[key]
+            self._io.close(key)
+
     def _on_frame(self, frame_in: FrameIn) -> None:
         now = _now_ms()
         link = self._links.get(frame_in.link)
-        if link is not None and not link.msg_bucket.take(now):
-            self._reject("rate_limited", "peer sends too fast", link=link.key)
+        # Connections without a handshake share one budget, so a swarm of new connections
+        # cannot make the node verify signatures without end.
+        bucket = link.msg_bucket if link is not None and link.up else self._stranger_bucket
+        if not bucket.take(now):
+            self._reject("rate_limited", "peer sends too fast", link=frame_in.link)
             return
         env, msg = open_frame(
             frame_in.frame,
@@ -541,6 +557,8 @@ class NetActor(LoamActor):
         if result not in (Accepted.NEW, Accepted.WITHDRAWN):
             if result in (Accepted.FULL,):
                 self._reject("gossip_full", f"store full for items of {item.origin}")
+            elif result is Accepted.FORGED:
+                self._reject("gossip_bad_item", f"{item.origin} withdraws item {item.item_id} of another origin")
             return result
         self._count("gossip_new")
         for link in self._neighbour_links():
@@ -602,6 +620,8 @@ class NetActor(LoamActor):
         if ids.subnet not in self._shared_subnets(link):
             return
         to_pull, to_push = self._store.reconcile(ids.subnet, ids.buckets, ids.entries)
+        # A peer could list made-up ids without end; what we ask for at once is bounded.
+        to_pull = to_pull[: max(0, _MAX_PULLED - len(link.pulled))]
         for chunk in _chunks(to_pull, _PULL_CHUNK):
             link.pulled.update(chunk)
             self._send_msg(link, GossipPull(tuple(chunk)))

@@ -22,6 +22,7 @@ class Accepted(Enum):
     EXPIRED = "expired"  # past its expiry, or its expiry is too far ahead
     SUPERSEDED = "superseded"  # a newer item holds its slot
     FULL = "full"  # the store or the origin's share of it is full
+    FORGED = "forged"  # a withdrawal of an item held from another origin
 
 
 @dataclass(slots=True)
@@ -85,6 +86,10 @@ class GossipStore:
         held = self._items.get(item.item_id)
         if held is not None:
             if item.withdrawn and not held.item.withdrawn:
+                # A withdrawal carries no payload, so only its origin vouches for its id:
+                # anyone could sign one naming any item. Only the item's origin may.
+                if item.origin != held.item.origin:
+                    return Accepted.FORGED
                 self._replace(held.item, item, now_ms)
                 return Accepted.WITHDRAWN
             return Accepted.DUPLICATE

@@ -84,6 +84,11 @@ class NetIO:
             self._router = self._ctx.socket(zmq.ROUTER)
             self._tune(self._router)
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # The frame cap is enforced by ZeroMQ itself: a peer sending a bigger frame is
+            # disconnected before the frame is buffered. It must be set before bind: the
+            # listener copies the socket's options when it is created, so a later change
+            # never reaches the connections it accepts.
+            self._router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             self._router.curve_server = True
             self._router.curve_secretkey = curve_secret
             self._router.curve_publickey = curve_public
@@ -141,9 +146,6 @@ class NetIO:
         poller.register(self._pipe_in, zmq.POLLIN)
         poller.register(self._zap, zmq.POLLIN)
         if self._router is not None:
-            # The frame cap is enforced by ZeroMQ itself: a peer sending a bigger frame is
-            # disconnected before the frame is buffered.
-            self._router.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)
             poller.register(self._router, zmq.POLLIN)
         next_tick = _now_ms() + self._tick_ms
         running = True

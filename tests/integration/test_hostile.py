@@ -9,6 +9,7 @@ legitimate node and gossip to it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Callable, Iterator
 import msgpack
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from node.settings import load_settings, parse_contact
 from protocol.codec import Message, decode, encode
-from protocol.envelope import Envelope, parse_frame, seal
-from protocol.identity import Identity
+from protocol.envelope import MSG_ID_BYTES, Envelope, parse_frame, seal
+from protocol.identity import Identity, keccak
 from protocol.net import GossipItem, GossipPush, Heartbeat, Hello, HelloAck, PeerExchange, PeerRecord
 from tests.integration.harness import NodeProcess, Testnet, wait_for
 
@@ -100,7 +102,7 @@ class Attacker:
         assert self.monitor is not None
         if not self.monitor.poll(int(timeout_s * 1000), zmq.POLLIN):
             return False
-        event = zmq.utils.monitor.recv_monitor_message(self.monitor)
+        event = recv_monitor_message(self.monitor)
         return event["event"] == zmq.EVENT_DISCONNECTED
 
     def close(self) -> None:
@@ -134,7 +136,9 @@ def _rejections(node: NodeProcess, before: dict[str, int]) -> dict[str, int]:
     }
 
 
-def expect_rejections(node: NodeProcess, before: dict[str, int], expected: dict[str, int], timeout_s: float = 5.0) -> None:
+def expect_rejections(
+    node: NodeProcess, before: dict[str, int], expected: dict[str, int], timeout_s: float = 5.0
+) -> None:
     """Wait until node counted the expected rejections since `before`; nothing else may have been rejected."""
     def reached() -> dict[str, int] | None:
         delta = _rejections(node, before)
@@ -148,7 +152,7 @@ def expect_rejections(node: NodeProcess, before: dict[str, int], expected: dict[
 
 
 def assert_still_serving(testnet: Testnet, node: NodeProcess) -> None:
-    """The node answers, never let an exception escape, and a new node can join it and get its gossip."""
+    """The node answers, let no exception escape its frame handling, and a new node can join it and get its gossip."""
     assert node.alive(), node.log_tail()
     assert node.status().node_id == node.node_id
     counters = node.counters()
@@ -208,9 +212,8 @@ def test_claiming_another_nodes_id_is_rejected(testnet: Testnet, attackers) -> N
     third = attackers(victim)
     third.handshake()
     before = victim.counters()
-    env = third.seal(Heartbeat(1))
-    forged = Envelope(b.node_id, env.recipient, env.msg_id, env.ts_ms, env.body, env.signature)
-    third.send(forged)
+    unsigned = Envelope(b.node_id, victim.node_id, os.urandom(MSG_ID_BYTES), _now_ms(), encode(Heartbeat(1)), b"")
+    third.send(dataclasses.replace(unsigned, signature=third.identity.sign(keccak(unsigned.canonical()))))
     third.send(third.seal(Heartbeat(2), signer=ghost))
     expect_rejections(victim, before, {"rejected.SignatureError": 1, "rejected.ProtocolError": 1})
 
@@ -393,13 +396,16 @@ def test_tampered_and_forged_gossip_items_are_rejected(testnet: Testnet, attacke
     # Withdrawals carry no payload, so their id cannot be checked against content: one that
     # names the victim's item but is signed by the attacker, and one whose id is no item id.
     withdraw_theirs = dataclasses.replace(honest, item_id=own.item_id).withdrawal(me)
-    withdraw_bogus = dataclasses.replace(honest, item_id="zz").withdrawal(me)
+    # Short-lived, so that a node which stored it meets it again when it expires.
+    short = item_of(me, "goods", b"short-lived", ttl_ms=1500)
+    withdraw_bogus = dataclasses.replace(short, item_id="zz").withdrawal(me)
     for bad in (tampered, forged_origin, withdraw_theirs, withdraw_bogus):
         attacker.send(attacker.seal(GossipPush((bad,), solicited=False)))
     attacker.send(attacker.seal(GossipPush((honest,), solicited=False)))
     wait_for("the honest item to be stored", lambda: honest.item_id in victim.item_ids("goods"), 5)
     expect_rejections(victim, before, {"rejected.gossip_bad_item": 4})
     assert victim.item_ids("goods") == {own.item_id, honest.item_id}
+    time.sleep(max(0.0, (short.expires_ms - _now_ms()) / 1000 + 1.2))  # past the expiry sweep
     assert_still_serving(testnet, victim)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from protocol.codec import decode, encode
 from protocol.errors import DecodeError, SignatureError
+from protocol.identity import keccak
 from protocol.net import DIGEST_BUCKETS, GossipDigest, GossipItem, PeerRecord
 from tests.unit.protocol.samples import ALICE, BOB, CAROL, MALLORY, T0_MS, dial_out_record, gossip_item, peer_record
 
@@ -183,7 +184,7 @@ def test_item_with_recomputed_id_does_not_verify() -> None:
         item.topic, item.origin, item.subnet, item.slot, item.created_ms, item.expires_ms, payload
     )
     with pytest.raises(SignatureError):
-        dataclasses.replace(item, payload=payload, item_id=new_id).verify()
+        dataclasses.replace(item, payload=payload, payload_hash=keccak(payload), item_id=new_id).verify()
 
 
 def test_item_signature_moved_to_another_item_does_not_verify() -> None:
@@ -240,3 +241,16 @@ def test_digest_has_exactly_64_buckets() -> None:
 def test_digest_with_another_bucket_count_cannot_be_built(count: int) -> None:
     with pytest.raises(ValueError):
         GossipDigest(subnet="public", buckets=(b"",) * count)
+
+
+def test_a_withdrawal_naming_another_origins_item_does_not_verify() -> None:
+    """Mallory cannot withdraw Alice's item, not even at a node that has not seen the item yet."""
+    alices = gossip_item(ALICE)
+    # Mallory's own tombstone, relabelled with Alice's item id: the id no longer matches the header.
+    forged = dataclasses.replace(gossip_item(MALLORY).withdrawal(MALLORY), item_id=alices.item_id)
+    with pytest.raises(DecodeError, match="does not match its content"):
+        forged.verify()
+    # Alice's header with Mallory's signature.
+    forged = dataclasses.replace(alices.withdrawal(ALICE), signature=gossip_item(MALLORY).withdrawal(MALLORY).signature)
+    with pytest.raises(SignatureError):
+        forged.verify()
