@@ -31,6 +31,20 @@ class LoamActor(pykka.ThreadingActor):
         self._on_actor_failure = on_actor_failure
         self._log = structlog.get_logger().bind(node_id=node_id, actor=self.name)
 
+    def start_up(self) -> None:
+        """Set the actor up in its own thread (subclasses override this, not on_start)."""
+
+    def on_start(self) -> None:
+        # pykka logs an exception from on_start and stops the actor without calling
+        # on_failure; report it here so the node can say why it cannot start.
+        try:
+            self.start_up()
+        except Exception as exc:
+            self._log.error("actor_start_failed", error=str(exc))
+            if self._on_actor_failure is not None:
+                self._on_actor_failure(self.name, exc)
+            raise
+
     def ping(self) -> bool:
         """Answer a health check: the actor's mailbox is being served."""
         return True

@@ -94,7 +94,7 @@ class Node:
         try:
             ref.proxy().ping().get(timeout=self.settings.actors.ask_timeout_s)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
-            raise NodeError(f"the {cls.name} actor did not start: {exc!r}; see the log above") from None
+            raise NodeError(self._failure or f"the {cls.name} actor did not start: {exc!r}") from None
         return ref
 
     def _control_handlers(self) -> dict[type, Any]:
@@ -139,7 +139,7 @@ class Node:
         self._stop.set()
 
     def _actor_failed(self, actor: str, error: BaseException) -> None:
-        self._failure = f"the {actor} actor failed: {error!r}"
+        self._failure = f"the {actor} actor failed: {error}"
         self._stop.set()
 
     def wait(self) -> None:

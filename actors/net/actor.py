@@ -130,7 +130,7 @@ class NetActor(LoamActor):
 
     # -- life cycle -----------------------------------------------------------------------
 
-    def on_start(self) -> None:
+    def start_up(self) -> None:
         listen = None if self._cfg.listen == "none" else self._cfg.listen
         self._io = NetIO(
             curve_secret=self._id.curve_secret,

@@ -19,6 +19,8 @@ import structlog
 import zmq
 from zmq.utils import z85
 
+from protocol.errors import NetError
+
 __all__ = ["NetIO", "FrameIn", "LinkDown", "Tick"]
 
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -92,7 +94,15 @@ class NetIO:
             self._router.curve_server = True
             self._router.curve_secretkey = curve_secret
             self._router.curve_publickey = curve_public
-            self._router.bind(listen)
+            try:
+                self._router.bind(listen)
+            except zmq.ZMQError as exc:
+                self._router.close(linger=0)
+                self._zap.close(linger=0)
+                self._pipe_in.close(linger=0)
+                self._cmd.close(linger=0)
+                self._ctx.term()
+                raise NetError(f"cannot listen on {listen}: {exc.strerror}") from None
             self.bound_endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._dealers: dict[str, zmq.Socket] = {}
         self._by_socket: dict[zmq.Socket, str] = {}

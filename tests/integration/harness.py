@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -44,11 +45,23 @@ FAST_ENV = {
 }
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(span: int = 1) -> int:
+    """The first of `span` consecutive TCP ports on 127.0.0.1 that were free a moment ago.
+
+    Chosen below the kernel's ephemeral range (32768 and up), where outgoing connections
+    would otherwise take them before a node binds them.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20_000, 32_000 - span)
+        try:
+            for port in range(first, first + span):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError("no free ports found")
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float, interval_s: float = 0.1) -> Any:
@@ -83,7 +96,8 @@ class NodeProcess:
     ) -> None:
         self.name = name
         self.data_dir = ensure_data_dir(base_dir / name)
-        self.port = free_port() if listen else None
+        self.listen = listen
+        self.port: int | None = None  # known once started: the node picks a free port
         self.bootstrap = list(bootstrap)
         self.subnet = subnet
         self.env = {**(FAST_ENV if fast_timers else {}), **(env or {})}
@@ -108,7 +122,9 @@ class NodeProcess:
         cmd = [
             sys.executable, "-m", "node.cli", "node", "run",
             "--data-dir", str(self.data_dir),
-            "--listen", f"tcp://127.0.0.1:{self.port}" if self.port else "none",
+            # Port 0: the node binds a free port itself, so no other process can take it
+            # between our choice and its bind. A restart asks for the port it had.
+            "--listen", f"tcp://127.0.0.1:{self.port or 0}" if self.listen else "none",
             "--subnet", self.subnet,
             "--name", self.name,
             "--log-json",
@@ -134,6 +150,8 @@ class NodeProcess:
             if data["pid"] != self.proc.pid:
                 return False
             self.contact = data["contact"]
+            if self.listen:
+                self.port = int(data["listen"].rpartition(":")[2])
             return True
 
         try:

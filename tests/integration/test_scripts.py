@@ -19,9 +19,9 @@ def _run(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]
 
 def test_testnet_up_status_demo_down(tmp_path: Path) -> None:
     net_dir = tmp_path / "net"
-    base = free_port()
+    base = free_port(span=4)
     up = _run("scripts/testnet.sh", "up", "--nodes", "4", "--base-port", str(base), "--api-base-port",
-              str(free_port()), "--dir", str(net_dir))
+              str(free_port(span=4)), "--dir", str(net_dir))
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         status = _run("scripts/testnet.sh", "status", "--dir", str(net_dir))
