@@ -5,13 +5,38 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Callable
 
+import threading
+
 import pykka
 import structlog
 
-__all__ = ["LoamActor", "FailureHandler"]
+__all__ = ["LoamActor", "FailureHandler", "Ticker"]
 
 # Called with (actor name, exception) when an actor dies of an unexpected error.
 FailureHandler = Callable[[str, BaseException], None]
+
+
+class Ticker:
+    """Tells an actor a message every interval, from a daemon thread, until stopped."""
+
+    def __init__(self, ref: pykka.ActorRef, message: Any, interval_s: float) -> None:
+        self._ref = ref
+        self._message = message
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loam-ticker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._ref.tell(self._message)
+            except pykka.ActorDeadError:
+                return
+
+    def stop(self) -> None:
+        """Stop telling."""
+        self._stop.set()
 
 
 class LoamActor(pykka.ThreadingActor):

@@ -18,13 +18,17 @@ from typing import Any
 import pykka
 import structlog
 
+from actors.market.actor import MarketActor
 from actors.net.actor import NetActor
+from actors.provider.agent import ProviderAgentActor
 from node.control import ControlServer, runtime_file
+from node.control_api import ControlApi
 from node.keystore import KeyStore, read_password
 from node.logging import configure_logging
 from node.settings import Settings, parse_contact
 from node.storage import PeerStore, db_path, ensure_data_dir, open_database
 from protocol.control import (
+    ControlCall,
     DirectSendRequest,
     DirectSent,
     GossipEntry,
@@ -59,32 +63,40 @@ class Node:
         self._stop = threading.Event()
         self._failure: str | None = None
         self._actors: list[pykka.ActorRef] = []  # in start order; stopped in reverse
-        self._db: sqlite3.Connection | None = None
+        self._dbs: list[sqlite3.Connection] = []  # one connection per actor that stores things
         self._control: ControlServer | None = None
         self.net: Any = None  # NetActor proxy
+        self.market: Any = None  # MarketActor proxy
+        self.provider: Any = None  # ProviderAgentActor proxy, when this node sells compute
 
     # -- assembly -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start every actor, then the control channel, then announce the node as running."""
         cfg = self.settings
-        self._db = open_database(db_path(cfg.data_dir))
+        fail = self._actor_failed
         bootstrap = tuple(parse_contact(addr) for addr in cfg.net.bootstrap)
-        net_ref = self._start_actor(
-            NetActor,
-            self.identity,
-            cfg,
-            bootstrap=bootstrap,
-            peer_store=PeerStore(self._db),
-            on_actor_failure=self._actor_failed,
-        )
-        self.net = net_ref.proxy()
-        # Later subsystems (market, activity, payments, provider agent) start here, each
-        # given the proxies of the actors it talks to.
+        self.net = self._start_actor(
+            NetActor, self.identity, cfg, bootstrap=bootstrap, peer_store=PeerStore(self._open_db()), on_actor_failure=fail
+        ).proxy()
+        self.market = self._start_actor(
+            MarketActor, self.identity, cfg, self.net, self._open_db(), on_actor_failure=fail
+        ).proxy()
+        if cfg.provider.enabled:
+            self.provider = self._start_actor(
+                ProviderAgentActor, self.identity, cfg, self.market, on_actor_failure=fail
+            ).proxy()
+        # Later subsystems (activity, payments) start here, each given the proxies of the
+        # actors it talks to.
         self._control = ControlServer(cfg.data_dir, self._control_handlers(), self.node_id)
         self._control.start()
         self._write_runtime_file()
         self._log.info("node_started", name=cfg.node.name, contact=self._ask(self.net.contact()))
+
+    def _open_db(self) -> sqlite3.Connection:
+        conn = open_database(db_path(self.settings.data_dir))
+        self._dbs.append(conn)
+        return conn
 
     def _start_actor(self, cls: type, *args: Any, **kwargs: Any) -> pykka.ActorRef:
         ref = cls.start(*args, **kwargs)
@@ -118,7 +130,9 @@ class Node:
             )
             return GossipList(entries)
 
+        api = ControlApi(self.market, self.provider, self.settings.actors.ask_timeout_s)
         return {
+            ControlCall: api.handle,
             NetStatusRequest: lambda req: ask(net.status()),
             NetCountersRequest: lambda req: NetCounters(ask(net.counters())),
             GossipPublishRequest: publish,
@@ -166,8 +180,8 @@ class Node:
                 self._log.error("actor_stop_timed_out", actor=str(ref))
             except pykka.ActorDeadError:
                 pass
-        if self._db is not None:
-            self._db.close()
+        for conn in self._dbs:
+            conn.close()
         runtime_file(self.settings.data_dir).unlink(missing_ok=True)
         if self._failure:
             self._log.error("node_failed", error=self._failure)

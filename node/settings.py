@@ -109,6 +109,27 @@ class ActorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """[provider]: whether this node sells compute, what it offers and its negotiation rules."""
+
+    enabled: bool
+    runtime: str
+    runtime_version: str
+    cores: int
+    memory_gib: float
+    storage_gib: float
+    start_fee: float
+    env_per_hour: float
+    cpu_per_hour: float
+    payment_driver: str
+    payment_network: str
+    max_agreements: int
+    min_expiration_s: float
+    max_expiration_s: float
+    offer_ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a node is configured with, checked once at load and passed down explicitly."""
 
@@ -118,6 +139,7 @@ class Settings:
     net: NetSettings
     api: ApiSettings
     actors: ActorSettings
+    provider: ProviderSettings
 
 
 _SECTIONS: dict[str, type] = {
@@ -126,6 +148,7 @@ _SECTIONS: dict[str, type] = {
     "net": NetSettings,
     "api": ApiSettings,
     "actors": ActorSettings,
+    "provider": ProviderSettings,
 }
 _FIELD_TYPES: dict[str, dict[str, Any]] = {
     name: typing.get_type_hints(cls) for name, cls in _SECTIONS.items()
@@ -424,6 +447,23 @@ def _check_values(sections: dict[str, dict[str, Any]], merged: _Layer) -> None:
             "net", "max_items_per_origin",
             f"is above {where('net', 'max_gossip_items')} = {net['max_gossip_items']}",
         )
+
+    provider = sections["provider"]
+    if provider["runtime"] not in ("wasmtime", "vm"):
+        fail("provider", "runtime", "must be wasmtime or vm")
+    for key in ("cores", "max_agreements"):
+        if provider[key] < 1:
+            fail("provider", key, "must be at least 1")
+    for key in ("memory_gib", "storage_gib"):
+        if provider[key] <= 0:
+            fail("provider", key, "must be positive")
+    for key in ("start_fee", "env_per_hour", "cpu_per_hour"):
+        if provider[key] < 0 or provider[key] != provider[key]:
+            fail("provider", key, "must be a price of 0 or more")
+    if provider["min_expiration_s"] > provider["max_expiration_s"]:
+        fail("provider", "min_expiration_s", f"is above {where('provider', 'max_expiration_s')}")
+    if not _SUBNET_RE.match(provider["payment_network"]) or not _SUBNET_RE.match(provider["payment_driver"]):
+        fail("provider", "payment_network", "must be a network name such as holesky or polygon")
 
     if not api["host"]:
         fail("api", "host", "must name a host to listen on")

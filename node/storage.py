@@ -61,6 +61,39 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX peers_by_last_seen ON peers (last_seen_ms DESC)",
         ),
     ),
+    Migration(
+        name="market_agreements",
+        statements=(
+            """
+            CREATE TABLE agreements (
+                agreement_id TEXT PRIMARY KEY,
+                role TEXT NOT NULL CHECK (role IN ('requestor', 'provider')),
+                state TEXT NOT NULL,
+                terms BLOB NOT NULL,
+                requestor_signature BLOB,
+                provider_signature BLOB,
+                approved_ms INTEGER,
+                terminator TEXT,
+                reason TEXT,
+                end_signature BLOB,
+                end_ms INTEGER,
+                unacked TEXT NOT NULL DEFAULT '',
+                updated_ms INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX agreements_by_state ON agreements (state)",
+            """
+            CREATE TABLE agreement_events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_ms INTEGER NOT NULL,
+                agreement_id TEXT NOT NULL REFERENCES agreements (agreement_id),
+                kind TEXT NOT NULL,
+                terminator TEXT,
+                reason TEXT
+            )
+            """,
+        ),
+    ),
 ]
 
 

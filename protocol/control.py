@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from protocol.codec import Message, register
 
@@ -26,6 +26,8 @@ __all__ = [
     "TextNote",
     "NetCountersRequest",
     "NetCounters",
+    "ControlCall",
+    "ControlResult",
 ]
 
 
@@ -216,3 +218,23 @@ class NetCounters(Message):
 
     TYPE: ClassVar[str] = "control.net_counters"
     counters: dict[str, int]
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ControlCall(Message):
+    """Call one method of a subsystem's control API (the market, the provider agent) with plain arguments."""
+
+    TYPE: ClassVar[str] = "control.call"
+    target: str
+    method: str
+    args: dict[str, Any]
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ControlResult(Message):
+    """The plain-data result of a ControlCall."""
+
+    TYPE: ClassVar[str] = "control.result"
+    value: Any

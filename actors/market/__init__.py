@@ -1,0 +1,1 @@
+"""The market: offers, demands, matching, negotiation and agreements."""

@@ -1,0 +1,1 @@
+"""The provider agent: offers from presets, negotiation rules, agreement decisions."""

@@ -1,0 +1,86 @@
+"""What a provider offers: offer properties and constraints from its settings, and the rules it negotiates by."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from node.settings import ProviderSettings
+
+__all__ = ["payment_platform", "offer_properties", "offer_constraints", "linear_coeffs", "check_demand", "Verdict"]
+
+USAGE_VECTOR = ["golem.usage.cpu_sec", "golem.usage.duration_sec"]
+
+
+def payment_platform(cfg: ProviderSettings) -> str:
+    """The payment platform string, e.g. erc20-holesky-tglm (GLM on mainnet and polygon)."""
+    token = "glm" if cfg.payment_network in ("mainnet", "polygon") else "tglm"
+    return f"{cfg.payment_driver}-{cfg.payment_network}-{token}"
+
+
+def linear_coeffs(cfg: ProviderSettings) -> list[float]:
+    """Linear pricing coefficients in usage-vector order, then the start fee (as Golem's golemsp)."""
+    return [cfg.cpu_per_hour / 3600.0, cfg.env_per_hour / 3600.0, float(cfg.start_fee)]
+
+
+def offer_properties(cfg: ProviderSettings, node_id: str, node_name: str, subnet: str) -> dict[str, Any]:
+    """The flat properties of the provider's offer."""
+    plat = payment_platform(cfg)
+    threads = min(cfg.cores, os.cpu_count() or cfg.cores)
+    return {
+        "golem.inf.cpu.architecture": platform.machine(),
+        "golem.inf.cpu.cores": threads,
+        "golem.inf.cpu.threads": threads,
+        "golem.inf.mem.gib": float(cfg.memory_gib),
+        "golem.inf.storage.gib": float(cfg.storage_gib),
+        "golem.runtime.name": cfg.runtime,
+        "golem.runtime.version": cfg.runtime_version,
+        "golem.runtime.capabilities": [],
+        "golem.node.id.name": node_name,
+        "golem.node.debug.subnet": subnet,
+        "golem.srv.caps.multi-activity": True,
+        "golem.activity.caps.transfer.protocol": ["http", "https", "gftp"],
+        "golem.com.scheme": "payu",
+        "golem.com.scheme.payu.debit-note.interval-sec?": 120.0,
+        "golem.com.scheme.payu.payment-timeout-sec?": 120.0,
+        "golem.com.payment.debit-notes.accept-timeout?": 240,
+        f"golem.com.payment.platform.{plat}.address": node_id,
+        "golem.com.payment.protocol.version": 3,
+        "golem.com.pricing.model": "linear",
+        "golem.com.pricing.model.linear.coeffs": linear_coeffs(cfg),
+        "golem.com.usage.vector": list(USAGE_VECTOR),
+    }
+
+
+def offer_constraints(subnet: str) -> str:
+    """What the provider asks of a demand: its subnet, and an expiration."""
+    return f"(&(golem.node.debug.subnet={subnet})(golem.srv.comp.expiration>0))"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A negotiation decision: accept, or reject with a reason."""
+
+    accept: bool
+    reason: str = ""
+
+
+def check_demand(cfg: ProviderSettings, demand_props: dict[str, Any], now_ms: int, active_agreements: int) -> Verdict:
+    """Whether the provider takes a requestor's proposal, by its negotiation rules."""
+    if active_agreements >= cfg.max_agreements:
+        return Verdict(False, f"no free capacity: {active_agreements} of {cfg.max_agreements} agreements in use")
+    expiration = demand_props.get("golem.srv.comp.expiration")
+    if not isinstance(expiration, (int, float)) or isinstance(expiration, bool):
+        return Verdict(False, "the demand has no golem.srv.comp.expiration")
+    left_s = (expiration - now_ms) / 1000.0
+    if left_s < cfg.min_expiration_s:
+        return Verdict(False, f"agreement expiration {left_s:.0f} s away is below the minimum of {cfg.min_expiration_s:.0f} s")
+    if left_s > cfg.max_expiration_s:
+        return Verdict(False, f"agreement expiration {left_s:.0f} s away is above the maximum of {cfg.max_expiration_s:.0f} s")
+    plat = payment_platform(cfg)
+    if f"golem.com.payment.platform.{plat}.address" not in demand_props:
+        return Verdict(False, f"the demand offers no payment on {plat}")
+    return Verdict(True)
