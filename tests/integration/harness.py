@@ -195,6 +195,14 @@ class NodeProcess:
         """Text notes received."""
         return self.call(InboxRequest())
 
+    def market(self, method: str, timeout_s: float = 40.0, **args: Any) -> Any:
+        """Call a market method of the node through the control channel; returns plain data."""
+        from protocol.control import ControlCall, ControlResult
+
+        reply = self.call(ControlCall("market", method, args), timeout_s)
+        assert isinstance(reply, ControlResult)
+        return reply.value
+
     def alive(self) -> bool:
         """True while the process runs."""
         return self.proc is not None and self.proc.poll() is None
