@@ -513,6 +513,131 @@ def debug_inbox(data_dir: Path, as_json: bool) -> None:
         click.echo(f"{_iso_ms(entry.received_ms)}  {entry.sender}  {entry.text}")
 
 
+# -- loam market --------------------------------------------------------------------------
+
+
+class MarketDocumentError(NodeError):
+    """A demand or offer file that cannot be read, or is not a Golem market document."""
+
+
+@cli.group("market", cls=_LoamGroup)
+def market_group() -> None:
+    """Work with demands and offers offline."""
+
+
+@market_group.command("explain")
+@click.option(
+    "--demand",
+    "demand_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='The demand: a JSON object {"properties": {...}, "constraints": "..."}.',
+)
+@click.option(
+    "--offer",
+    "offer_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='The offer: a JSON object {"properties": {...}, "constraints": "..."}.',
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def market_explain(demand_path: Path, offer_path: Path, as_json: bool) -> None:
+    """Say whether a demand and an offer match and, if not, which clauses fail and why.
+
+    Each file holds what Golem's REST API takes: "properties" (nested or flat JSON) and
+    "constraints" (a filter string; an empty string means no constraints). Matching is
+    two-way: the demand's constraints are evaluated on the offer's properties, the
+    offer's constraints on the demand's. Only TRUE on both sides is a match; a clause
+    on an absent property is "undefined".
+
+    \b
+    Exit status: 0 when they match, 1 when they do not,
+    2 when a file is missing or malformed.
+    """
+    from protocol.constraints import explain, match
+
+    demand_props, demand_constraint = _read_market_document(demand_path, "demand")
+    offer_props, offer_constraint = _read_market_document(offer_path, "offer")
+    result = match(demand_props, demand_constraint, offer_props, offer_constraint)
+    failing = [("demand", f) for f in explain(demand_constraint, offer_props)]
+    failing += [("offer", f) for f in explain(offer_constraint, demand_props)]
+    if as_json:
+        report = {
+            "match": result.matched,
+            "demand_side": result.demand_side.value,
+            "offer_side": result.offer_side.value,
+            "failing": [
+                {
+                    "side": side,
+                    "clause": f.clause,
+                    "result": f.result.value,
+                    "property": f.property,
+                    "value": f.value,
+                    "why": f.why,
+                }
+                for side, f in failing
+            ],
+        }
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"match: {'yes' if result.matched else 'no'}")
+        click.echo(f"demand side: {result.demand_side.value:<9}  (the demand's constraints on the offer's properties)")
+        click.echo(f"offer side:  {result.offer_side.value:<9}  (the offer's constraints on the demand's properties)")
+        for side in ("demand", "offer"):
+            rows = [f for s, f in failing if s == side]
+            if rows:
+                click.echo(f"\nfailing on the {side} side:")
+            for f in rows:
+                click.echo(f"  {f.clause}")
+                click.echo(f"      {f.result.value}: {f.why}")
+    if not result.matched:
+        sys.exit(1)
+
+
+def _read_market_document(path: Path, side: str) -> tuple[dict[str, Any], Any]:
+    """The flat properties and parsed constraints of a demand or offer file.
+
+    Raises:
+        MarketDocumentError: the file is missing, unreadable, not JSON, or lacks a key;
+            its properties do not flatten; its constraints do not parse.
+    """
+    from protocol.constraints import Empty, parse
+    from protocol.errors import ConstraintSyntaxError, PropertyError
+    from protocol.properties import flatten
+
+    what = f"{side} file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MarketDocumentError(f"{what} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MarketDocumentError(f"cannot read {what}: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MarketDocumentError(f"{what} is not valid JSON: {exc.msg} at {exc.lineno}:{exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise MarketDocumentError(f"{what} is not usable JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MarketDocumentError(f'{what} must hold a JSON object with "properties" and "constraints"')
+    missing = [key for key in ("properties", "constraints") if key not in doc]
+    if missing:
+        raise MarketDocumentError(f"{what} has no {' and no '.join(repr(k) for k in missing)} key")
+    if not isinstance(doc["constraints"], str):
+        raise MarketDocumentError(f'{what}: "constraints" must be a string, not {type(doc["constraints"]).__name__}')
+    try:
+        props = flatten(doc["properties"])
+    except PropertyError as exc:
+        raise MarketDocumentError(f"{what}: properties: {exc}") from None
+    if doc["constraints"].strip() == "":
+        return props, Empty()
+    try:
+        constraint = parse(doc["constraints"])
+    except ConstraintSyntaxError as exc:
+        raise MarketDocumentError(f"{what}: constraints {exc}") from None
+    return props, constraint
+
+
 def main() -> None:
     """Entry point of the `loam` console script."""
     cli(prog_name="loam")

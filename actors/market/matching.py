@@ -92,7 +92,8 @@ class OfferIndex:
             allowed = required.get(prop)
             if allowed is None:
                 continue
-            ids: set[str] = set()
+            # Offers whose value the index cannot key by a string may match any literal.
+            ids: set[str] = set(self._index[prop].get(_UNKEYED, ()))
             for value in allowed:
                 ids |= self._index[prop].get(value, set())
             chosen = ids if chosen is None else chosen & ids
@@ -143,7 +144,15 @@ def two_way(demand: Parsed, offer: Parsed) -> bool:
     )
 
 
+# The index key of values other than strings: the constraint language compares numbers
+# numerically and booleans as true/false, so (golem.node.debug.subnet=1) holds for 1, 1.0
+# and [1]; such an offer must stay a candidate whatever string the demand requires.
+_UNKEYED = object()
+
+
 def _index_values(value: Any) -> list[Any]:
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, str)]
-    return [value] if isinstance(value, str) else []
+    items = value if isinstance(value, list) else [value]
+    keys: list[Any] = [v for v in items if isinstance(v, str)]
+    if any(v is not None and not isinstance(v, str) for v in items):
+        keys.append(_UNKEYED)
+    return keys

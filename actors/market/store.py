@@ -85,7 +85,7 @@ class AgreementStore:
                     approved_ms, terminator, reason, end_signature, end_ms, unacked, updated_ms)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (agreement_id) DO UPDATE SET
-                    state = excluded.state, requestor_signature = excluded.requestor_signature,
+                    terms = excluded.terms, state = excluded.state, requestor_signature = excluded.requestor_signature,
                     provider_signature = excluded.provider_signature, approved_ms = excluded.approved_ms,
                     terminator = excluded.terminator, reason = excluded.reason,
                     end_signature = excluded.end_signature, end_ms = excluded.end_ms,

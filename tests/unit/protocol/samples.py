@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pkgutil
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import protocol
-from protocol import control, net
+from protocol import control, market, net
 from protocol.codec import Message, encode, registered
 from protocol.identity import Identity
 
@@ -29,7 +30,20 @@ __all__ = [
     "SAMPLES",
     "GOLDEN_DIR",
     "REGENERATE_CMD",
+    "PROVIDER",
+    "REQUESTOR",
+    "OFFER_PROPERTIES",
+    "OFFER_CONSTRAINTS",
+    "DEMAND_PROPERTIES",
+    "DEMAND_CONSTRAINTS",
+    "DEMAND_RANK",
     "protocol_messages",
+    "market_offer",
+    "market_demand",
+    "requestor_proposal",
+    "provider_proposal",
+    "agreement_terms",
+    "reason_text",
     "sample",
     "golden_path",
     "write_golden",
@@ -45,6 +59,38 @@ CAROL = Identity(bytes([3]) * 32)
 MALLORY = Identity(bytes([0x66]) * 32)
 
 T0_MS = 1_700_000_000_000
+
+# The market samples: ALICE sells, BOB buys.
+PROVIDER = ALICE
+REQUESTOR = BOB
+PLATFORM = "erc20-holesky-tglm"
+
+# Flat properties of every JSON kind the market carries (lists, bools, ints, floats, strings).
+OFFER_PROPERTIES: dict[str, Any] = {
+    "golem.runtime.name": "wasmtime",
+    "golem.runtime.version": "0.1.0",
+    "golem.inf.cpu.threads": 4,
+    "golem.inf.mem.gib": 2.0,
+    "golem.node.id.name": "alpha",
+    "golem.node.debug.subnet": "public",
+    "golem.srv.caps.multi-activity": True,
+    "golem.com.scheme": "payu",
+    "golem.com.pricing.model": "linear",
+    "golem.com.pricing.model.linear.coeffs": [0.025 / 3600, 0.005 / 3600, 0.0],
+    "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
+    f"golem.com.payment.platform.{PLATFORM}.address": PROVIDER.node_id,
+}
+OFFER_CONSTRAINTS = "(&(golem.node.debug.subnet=public)(golem.srv.comp.expiration>0))"
+
+DEMAND_PROPERTIES: dict[str, Any] = {
+    "golem.node.debug.subnet": "public",
+    "golem.srv.comp.expiration": T0_MS + 1_800_000,
+    "golem.srv.comp.task_package": "hash:sha3:0123abcd:http://198.51.100.9/image.gvmi",
+    f"golem.com.payment.platform.{PLATFORM}.address": REQUESTOR.node_id,
+    "golem.com.payment.chosen-platform": PLATFORM,
+}
+DEMAND_CONSTRAINTS = "(&(golem.runtime.name=wasmtime)(golem.node.debug.subnet=public)(golem.inf.mem.gib>=0.5))"
+DEMAND_RANK = "-golem.com.pricing.model.linear.coeffs[0]"
 
 
 def protocol_messages() -> dict[str, type[Message]]:
@@ -157,6 +203,177 @@ def _inbox_entry() -> control.InboxEntry:
     return control.InboxEntry(sender=BOB.node_id, text="héllo ✓", received_ms=T0_MS + 99)
 
 
+def market_offer(
+    identity: Identity = PROVIDER,
+    properties: dict[str, Any] | None = None,
+    constraints: str = OFFER_CONSTRAINTS,
+    rank: str = "",
+    created_ms: int = T0_MS,
+    expires_ms: int = T0_MS + 3_600_000,
+) -> market.MarketOffer:
+    """An offer whose id is the hash of its content (OFFER_PROPERTIES unless given)."""
+    props = dict(OFFER_PROPERTIES if properties is None else properties)
+    return market.MarketOffer(
+        offer_id=market.MarketOffer.content_id(identity.node_id, props, constraints, rank, created_ms, expires_ms),
+        provider_id=identity.node_id,
+        properties=props,
+        constraints=constraints,
+        rank=rank,
+        created_ms=created_ms,
+        expires_ms=expires_ms,
+    )
+
+
+def market_demand(
+    identity: Identity = REQUESTOR,
+    properties: dict[str, Any] | None = None,
+    constraints: str = DEMAND_CONSTRAINTS,
+    rank: str = DEMAND_RANK,
+    created_ms: int = T0_MS + 500,
+    expires_ms: int = T0_MS + 3_600_000,
+) -> market.MarketDemand:
+    """A demand whose id is the hash of its content (DEMAND_PROPERTIES unless given)."""
+    props = dict(DEMAND_PROPERTIES if properties is None else properties)
+    return market.MarketDemand(
+        demand_id=market.MarketDemand.content_id(identity.node_id, props, constraints, rank, created_ms, expires_ms),
+        requestor_id=identity.node_id,
+        properties=props,
+        constraints=constraints,
+        rank=rank,
+        created_ms=created_ms,
+        expires_ms=expires_ms,
+    )
+
+
+def _proposal(
+    prev_proposal_id: str, issuer: Identity, properties: dict[str, Any], constraints: str,
+    created_ms: int, demand: market.MarketDemand | None,
+) -> market.ProposalSent:
+    demand_id, offer_id = market_demand().demand_id, market_offer().offer_id
+    expires_ms = created_ms + 300_000
+    return market.ProposalSent(
+        proposal_id=market.ProposalSent.content_id(
+            prev_proposal_id, demand_id, offer_id, issuer.node_id, properties, constraints, created_ms, expires_ms
+        ),
+        prev_proposal_id=prev_proposal_id,
+        demand_id=demand_id,
+        offer_id=offer_id,
+        issuer_id=issuer.node_id,
+        properties=dict(properties),
+        constraints=constraints,
+        created_ms=created_ms,
+        expires_ms=expires_ms,
+        demand=demand,
+    )
+
+
+def requestor_proposal() -> market.ProposalSent:
+    """The requestor's first counter to the offer's Initial proposal, carrying the demand along."""
+    demand, offer = market_demand(), market_offer()
+    return _proposal(
+        market.initial_proposal_id(demand.demand_id, offer.offer_id), REQUESTOR,
+        DEMAND_PROPERTIES, DEMAND_CONSTRAINTS, T0_MS + 1_000, demand,
+    )
+
+
+def provider_proposal() -> market.ProposalSent:
+    """The provider's answer to requestor_proposal (no demand attached)."""
+    return _proposal(
+        requestor_proposal().proposal_id, PROVIDER, OFFER_PROPERTIES, OFFER_CONSTRAINTS, T0_MS + 2_000, None
+    )
+
+
+def agreement_terms(**changes: Any) -> market.AgreementTerms:
+    """The terms made from provider_proposal and requestor_proposal (changes replace fields, id kept)."""
+    offer_side, demand_side = provider_proposal(), requestor_proposal()
+    created_ms = T0_MS + 5_000
+    fields: dict[str, Any] = dict(
+        agreement_id=market.AgreementTerms.make_id(
+            offer_side.proposal_id, demand_side.proposal_id, REQUESTOR.node_id, created_ms
+        ),
+        requestor_id=REQUESTOR.node_id,
+        provider_id=PROVIDER.node_id,
+        demand_id=demand_side.demand_id,
+        offer_id=offer_side.offer_id,
+        demand_proposal_id=demand_side.proposal_id,
+        offer_proposal_id=offer_side.proposal_id,
+        demand_properties=dict(demand_side.properties),
+        demand_constraints=demand_side.constraints,
+        offer_properties=dict(offer_side.properties),
+        offer_constraints=offer_side.constraints,
+        valid_to_ms=T0_MS + 1_800_000,
+        created_ms=created_ms,
+        app_session_id="session-1",
+    )
+    fields.update(changes)
+    return market.AgreementTerms(**fields)
+
+
+def reason_text(reason: dict[str, Any]) -> str:
+    """A reason as the market signs it: canonical JSON."""
+    return json.dumps(reason, sort_keys=True, separators=(",", ":"))
+
+
+_REJECT_REASON: dict[str, Any] = {"message": "no free capacity", "golem.proposal.rejection.is-final": True}
+_END_REASON: dict[str, Any] = {"message": "work done", "golem.requestor.code": "Success", "attempts": [1, 2.5, None]}
+
+
+def _agreement_proposed() -> market.AgreementProposed:
+    terms = agreement_terms()
+    return market.AgreementProposed(terms=terms, requestor_signature=market.sign_act(REQUESTOR, "propose", terms))
+
+
+def _agreement_approved() -> market.AgreementApproved:
+    terms, at = agreement_terms(), T0_MS + 6_000
+    return market.AgreementApproved(
+        agreement_id=terms.agreement_id, approved_ms=at, provider_signature=market.sign_act(PROVIDER, "approve", terms, at)
+    )
+
+
+def _agreement_rejected() -> market.AgreementRejected:
+    terms, at = agreement_terms(), T0_MS + 6_000
+    return market.AgreementRejected(
+        agreement_id=terms.agreement_id, reason=dict(_REJECT_REASON), ts_ms=at,
+        signature=market.sign_act(PROVIDER, "reject", terms, reason_text(_REJECT_REASON), at),
+    )
+
+
+def _agreement_cancelled() -> market.AgreementCancelled:
+    terms, at = agreement_terms(), T0_MS + 5_500
+    reason = {"message": "found a cheaper offer"}
+    return market.AgreementCancelled(
+        agreement_id=terms.agreement_id, reason=reason, ts_ms=at,
+        signature=market.sign_act(REQUESTOR, "cancel", terms, reason_text(reason), at),
+    )
+
+
+def _agreement_terminated() -> market.AgreementTerminated:
+    terms, at = agreement_terms(), T0_MS + 600_000
+    return market.AgreementTerminated(
+        agreement_id=terms.agreement_id, terminator=REQUESTOR.node_id, reason=dict(_END_REASON), ts_ms=at,
+        signature=market.sign_act(REQUESTOR, "terminate", terms, reason_text(_END_REASON), at),
+    )
+
+
+def _control_result() -> control.ControlResult:
+    # As node.control_api.plain() renders a Proposal: a map with lists, None and numbers inside.
+    proposal = provider_proposal()
+    return control.ControlResult(
+        value={
+            "type": "Proposal",
+            "proposal_id": proposal.proposal_id,
+            "issuer_id": proposal.issuer_id,
+            "properties": dict(proposal.properties),
+            "constraints": proposal.constraints,
+            "state": "Draft",
+            "timestamp_ms": proposal.created_ms,
+            "prev_proposal_id": None,
+            "demand_id": proposal.demand_id,
+            "offer_id": proposal.offer_id,
+        }
+    )
+
+
 SAMPLES: dict[str, Callable[[], Message]] = {
     # protocol.net
     net.PeerRecord.TYPE: peer_record,
@@ -193,6 +410,31 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     control.NetCountersRequest.TYPE: control.NetCountersRequest,
     control.NetCounters.TYPE: lambda: control.NetCounters(
         counters={"frames_in": 1024, "frames_out": 998, "rejected.signature": 3, "gossip.items": 0}
+    ),
+    control.ControlCall.TYPE: lambda: control.ControlCall(
+        target="market",
+        method="subscribe_demand",
+        args={"properties": dict(DEMAND_PROPERTIES), "constraints": DEMAND_CONSTRAINTS, "rank": DEMAND_RANK, "ttl_s": 60.0},
+    ),
+    control.ControlResult.TYPE: _control_result,
+    # protocol.market
+    market.MarketOffer.TYPE: market_offer,
+    market.MarketDemand.TYPE: market_demand,
+    market.ProposalSent.TYPE: requestor_proposal,
+    market.ProposalRejected.TYPE: lambda: market.ProposalRejected(
+        proposal_id=requestor_proposal().proposal_id,
+        demand_id=market_demand().demand_id,
+        offer_id=market_offer().offer_id,
+        reason=dict(_REJECT_REASON),
+    ),
+    market.AgreementTerms.TYPE: agreement_terms,
+    market.AgreementProposed.TYPE: _agreement_proposed,
+    market.AgreementApproved.TYPE: _agreement_approved,
+    market.AgreementRejected.TYPE: _agreement_rejected,
+    market.AgreementCancelled.TYPE: _agreement_cancelled,
+    market.AgreementTerminated.TYPE: _agreement_terminated,
+    market.AgreementAck.TYPE: lambda: market.AgreementAck(
+        agreement_id=agreement_terms().agreement_id, acked=market.AgreementTerminated.TYPE
     ),
 }
 
