@@ -638,6 +638,61 @@ def _read_market_document(path: Path, side: str) -> tuple[dict[str, Any], Any]:
     return props, constraint
 
 
+def _market_call(data_dir: Path, method: str, **args: Any) -> Any:
+    from protocol.control import ControlCall, ControlResult
+
+    return _call(data_dir, ControlCall("market", method, args), ControlResult).value
+
+
+@market_group.command("offers")
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def market_offers(data_dir: Path, as_json: bool) -> None:
+    """List the offers of other nodes that the running node has heard."""
+    offers = _market_call(data_dir, "known_offers")
+    if as_json:
+        click.echo(json.dumps(_jsonable(offers), indent=2))
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=f"offers heard ({len(offers)})", title_justify="left")
+    for column in ("offer id", "provider", "name", "runtime", "threads", "mem GiB", "coeffs", "expires"):
+        table.add_column(column, no_wrap=True)
+    for offer in sorted(offers, key=lambda o: o["created_ms"]):
+        props = offer["properties"]
+        table.add_row(
+            offer["offer_id"][:12],
+            offer["provider_id"],
+            str(props.get("golem.node.id.name", "")),
+            str(props.get("golem.runtime.name", "")),
+            str(props.get("golem.inf.cpu.threads", "")),
+            str(props.get("golem.inf.mem.gib", "")),
+            ", ".join(f"{c:.6g}" for c in props.get("golem.com.pricing.model.linear.coeffs", [])),
+            _iso_ms(offer["expires_ms"]),
+        )
+    _console().print(table)
+
+
+@market_group.command("agreements")
+@_data_dir_option
+@click.option("--state", help="Only agreements in this state (Approved, Terminated, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def market_agreements(data_dir: Path, state: str | None, as_json: bool) -> None:
+    """List the agreements the running node is party to."""
+    records = _market_call(data_dir, "list_agreements", state=state)
+    if as_json:
+        click.echo(json.dumps(_jsonable(records), indent=2))
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=f"agreements ({len(records)})", title_justify="left")
+    for column in ("agreement id", "role", "state", "peer", "valid to", "updated"):
+        table.add_column(column, no_wrap=True)
+    for rec in sorted(records, key=lambda r: r["updated_ms"]):
+        terms = rec["terms"]
+        peer = terms["provider_id"] if rec["role"] == "requestor" else terms["requestor_id"]
+        table.add_row(
+            terms["agreement_id"][:12], rec["role"], rec["state"], peer, _iso_ms(terms["valid_to_ms"]), _iso_ms(rec["updated_ms"])
+        )
+    _console().print(table)
+
+
 def main() -> None:
     """Entry point of the `loam` console script."""
     cli(prog_name="loam")
