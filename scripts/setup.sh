@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Loam needs on this machine: Python >= 3.11 with venv support, the
-# virtual environment <repo>/.venv and the project in it (`pip install -e '.[test]'`).
+# virtual environment <repo>/.venv and the project in it (`pip install -e '.[test]'`),
+# and clang for wasm32-wasi (the WASI test programs in tests/wasm).
 #
-#     scripts/setup.sh              # everything (today: python, venv, project)
+#     scripts/setup.sh              # everything (today: python, venv, project, wasi)
+#     scripts/setup.sh wasi         # one component
 #     scripts/setup.sh --help
 #     source scripts/setup.sh       # the same, inside the current shell
 #
@@ -10,14 +12,18 @@
 # pyproject.toml is newer than the stamp file in .venv. One line on success; on
 # failure it says what failed and prints the installer's output.
 #
-# Each component is one function `setup_<name>`; add new ones (docker, anvil, clang)
+# Each component is one function `setup_<name>`; add new ones (docker, anvil)
 # beside the existing ones and list them in SETUP_COMPONENTS.
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # What `scripts/setup.sh` with no arguments installs, in order.
-SETUP_COMPONENTS=(python venv project)
+SETUP_COMPONENTS=(python venv project wasi)
+
+# Debian packages of the WASI toolchain: clang and its linker, the C library and the
+# compiler runtime for wasm32-wasi. `clang --target=wasm32-wasi` finds them by itself.
+WASI_APT_PACKAGES=(clang lld wasi-libc libclang-rt-dev-wasm32)
 
 _SETUP_APT_UPDATED="${_SETUP_APT_UPDATED:-}"
 _SETUP_PYTHON=""
@@ -31,6 +37,8 @@ Components (default: all, in this order): ${SETUP_COMPONENTS[*]}
   python    a python3 >= 3.11 with venv support (from apt when missing)
   venv      the virtual environment $VENV
   project   pip install -e '.[test]' into it (skipped when up to date)
+  wasi      clang for wasm32-wasi, to build tests/wasm (from apt when missing:
+            ${WASI_APT_PACKAGES[*]})
 
 Environment:
   LOAM_PYTHON   the interpreter to build the venv from (default: first python3 >= 3.11 on PATH)
@@ -170,6 +178,43 @@ setup_project() {
     fi
     [[ -x "$LOAM" ]] || _setup_fail "the install did not create $LOAM (is the console script declared in setup.cfg?)" || return 1
     touch "$LOAM_STAMP"
+}
+
+# True when clang can compile and link a C program for wasm32-wasi.
+_setup_wasi_works() {
+    command -v clang >/dev/null 2>&1 || return 1
+    local dir rc=0
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/loam-wasi.XXXXXX")"
+    printf '#include <stdio.h>\nint main(void) { puts("ok"); return 0; }\n' >"$dir/t.c"
+    clang --target=wasm32-wasi -O2 -o "$dir/t.wasm" "$dir/t.c" >/dev/null 2>&1 || rc=1
+    rm -rf "$dir"
+    return "$rc"
+}
+
+setup_wasi() {
+    local pkg all_installed=1
+    for pkg in "${WASI_APT_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            all_installed=0
+            break
+        fi
+    done
+    # Installed packages need no test compile (fast re-runs); elsewhere a toolchain of
+    # one's own is fine as long as it works.
+    if ((all_installed)) || _setup_wasi_works; then
+        return 0
+    fi
+    # apt_install skips what is installed already and runs `apt-get update` only once.
+    if apt_install "${WASI_APT_PACKAGES[@]}" && _setup_wasi_works; then
+        return 0
+    fi
+    # Without it only the wasm tests are skipped, so a machine without root still gets
+    # a working venv; under CI, where those tests must run, it is a failure.
+    if [[ "${CI:-}" == "true" ]]; then
+        _setup_fail "clang cannot build for wasm32-wasi (Debian: ${WASI_APT_PACKAGES[*]})" || return 1
+    fi
+    printf 'setup: warning: no clang for wasm32-wasi (Debian: apt-get install %s); the wasm tests will be skipped\n' \
+        "${WASI_APT_PACKAGES[*]}" >&2
 }
 
 # --- main -------------------------------------------------------------------------
