@@ -143,8 +143,10 @@ class MarketActor(LoamActor):
     def on_stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
+        # Withdraw what we still publish, so other nodes do not wait for it to expire.
         for sub in self._subs.values():
             sub.queue.close()
+            self._net.withdraw(sub.item_id)
 
     # -- messages from the network and timers ------------------------------------------------
 

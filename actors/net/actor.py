@@ -465,9 +465,7 @@ class NetActor(LoamActor):
         delivered = False
         for prefix, refs in self._subscribers.items():
             if tag.startswith(prefix):
-                for ref in refs:
-                    ref.tell(received)
-                    delivered = True
+                delivered = _tell_all(refs, received) or delivered
         if not delivered:
             self._reject("no_handler", f"no actor takes {tag}")
 
@@ -571,8 +569,7 @@ class NetActor(LoamActor):
                 self._learn_records((_decode_record(item.payload),), now)
             except ProtocolError as exc:
                 self._reject("bad_peer_item", str(exc))
-        for ref in self._gossip_subscribers.get(item.topic, ()):
-            ref.tell(item)
+        _tell_all(self._gossip_subscribers.get(item.topic, []), item)
         return result
 
     def _on_push(self, link: Link, push: GossipPush, now: int) -> None:
@@ -698,8 +695,7 @@ class NetActor(LoamActor):
         if now >= self._next["expire"]:
             self._next["expire"] = now + 1000
             for item in self._store.expire(now):
-                for ref in self._gossip_subscribers.get(item.topic, ()):
-                    ref.tell(GossipExpired(item.item_id, item.topic))
+                _tell_all(self._gossip_subscribers.get(item.topic, []), GossipExpired(item.item_id, item.topic))
         if now >= self._next["persist"]:
             self._next["persist"] = now + 30_000
             self._persist_peers()
@@ -884,6 +880,18 @@ class NetActor(LoamActor):
                 self._log_budget.clear()
             self._log_budget[budget_key] = used + 1
             self._log.warning("message_rejected", reason=reason, detail=detail[:300], link=link)
+
+
+def _tell_all(refs: list[pykka.ActorRef], message: Any) -> bool:
+    """Tell every live subscriber; forget those that stopped (a node stops its actors one by one)."""
+    told = False
+    for ref in list(refs):
+        try:
+            ref.tell(message)
+            told = True
+        except pykka.ActorDeadError:
+            refs.remove(ref)
+    return told
 
 
 def _decode_record(blob: bytes) -> PeerRecord:

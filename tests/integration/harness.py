@@ -297,3 +297,17 @@ def connected(nodes: list[NodeProcess]) -> bool:
                 seen.add(nxt)
                 queue.append(nxt)
     return seen == ids
+
+
+def market_call(node: NodeProcess, method: str, args: dict[str, Any], margin_s: float = 10.0) -> Any:
+    """Call a market method whose own arguments include timeout_s (collect, wait_agreement, agreement_events).
+
+    `node.market(method, timeout_s=..., **args)` takes timeout_s as the control channel's
+    timeout, so it never reaches the method; here every argument does, and the control
+    channel waits the method's timeout plus margin_s.
+    """
+    from protocol.control import ControlCall, ControlResult
+
+    reply = node.call(ControlCall("market", method, args), float(args.get("timeout_s", 0.0)) + margin_s)
+    assert isinstance(reply, ControlResult)
+    return reply.value
