@@ -41,7 +41,7 @@ class ControlApi:
                 "subscribe_offer", "subscribe_demand", "unsubscribe", "subscriptions", "get_proposal",
                 "counter_proposal", "reject_proposal", "create_agreement", "confirm_agreement", "cancel_agreement",
                 "approve_agreement", "reject_agreement", "terminate_agreement", "get_agreement", "list_agreements",
-                "agreement_state", "known_offers", "known_demands",
+                "agreement_state", "known_offers", "known_demands", "matching_demands",
             )
         }
         market_methods["collect"] = self._collect

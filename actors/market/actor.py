@@ -283,6 +283,25 @@ class MarketActor(LoamActor):
         """Demands of other nodes this node has heard."""
         return list(self._demands.values())
 
+    def matching_demands(self, offer_id: str) -> list[MarketDemand]:
+        """(Provider) demands heard that match one of our offers both ways, best by the offer's rank first.
+
+        Raises:
+            SubscriptionNotFoundError: no such offer of ours.
+        """
+        from actors.market.matching import rank_by, two_way
+
+        sub = self._sub(offer_id, kind="offer")
+        matched = []
+        for demand in self._demands.values():
+            try:
+                parsed = parse_side(demand)
+            except ProtocolError:
+                continue
+            if two_way(parsed, sub.parsed):
+                matched.append(parsed)
+        return [p.doc for p in rank_by(sub.parsed.rank, matched)]
+
     def _sub(self, sub_id: str, kind: str | None = None) -> _Subscription:
         sub = self._subs.get(sub_id)
         if sub is None or not sub.active or (kind is not None and sub.kind != kind):

@@ -9,7 +9,7 @@ from protocol.constraints import Constraint, Tri, parse, required_equalities
 from protocol.market import MarketDemand, MarketOffer
 from protocol.rank import RankExpression, parse_rank
 
-__all__ = ["Parsed", "OfferIndex", "parse_side", "INDEXED_PROPERTIES"]
+__all__ = ["Parsed", "OfferIndex", "parse_side", "rank_offers", "rank_by", "two_way", "INDEXED_PROPERTIES"]
 
 # Properties demands almost always pin to one value; offers are indexed by them so a demand
 # is only evaluated against offers that can possibly match.
@@ -126,14 +126,19 @@ class OfferIndex:
 
 def rank_offers(demand: Parsed, offers: list[Parsed]) -> list[Parsed]:
     """Order offers by the demand's rank expression (higher first; unrankable last)."""
-    if demand.rank is None:
-        return sorted(offers, key=lambda o: o.doc.created_ms)
+    return rank_by(demand.rank, offers)
 
-    def key(offer: Parsed) -> tuple[int, float, int]:
-        value = demand.rank.evaluate(offer.properties) if demand.rank else None
-        return (0, -value, offer.doc.created_ms) if value is not None else (1, 0.0, offer.doc.created_ms)
 
-    return sorted(offers, key=key)
+def rank_by(rank: RankExpression | None, others: list[Parsed]) -> list[Parsed]:
+    """Order the other side's documents by a rank expression (higher first, unrankable last, then oldest)."""
+    if rank is None:
+        return sorted(others, key=lambda o: o.doc.created_ms)
+
+    def key(other: Parsed) -> tuple[int, float, int]:
+        value = rank.evaluate(other.properties)
+        return (0, -value, other.doc.created_ms) if value is not None else (1, 0.0, other.doc.created_ms)
+
+    return sorted(others, key=key)
 
 
 def two_way(demand: Parsed, offer: Parsed) -> bool:

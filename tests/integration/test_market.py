@@ -473,3 +473,29 @@ def test_withdrawn_offers_and_demands_disappear_network_wide(testnet: Testnet) -
     wait_for("the demand to be withdrawn", lambda: sub not in {d["demand_id"] for d in staying.market("known_demands")}, 5)
     with pytest.raises(ControlError, match="not found"):
         market_call(requestor, "collect", {"sub_id": sub, "max_events": 1, "timeout_s": 0.1})
+
+
+def test_a_provider_sees_the_demands_it_heard_that_match_its_offer_ranked_by_its_offer(testnet: Testnet) -> None:
+    seller = testnet.add("seller")
+    buyer = testnet.add("buyer")
+    wait_for("a link", lambda: buyer.node_id in seller.neighbour_ids(), 15)
+    now = _now_ms()
+    offer_props = {"golem.runtime.name": "wasmtime", "golem.node.debug.subnet": "public"}
+    # The offer prefers demands that expire sooner.
+    offer_id = market_call(seller, "subscribe_offer", {
+        "properties": offer_props, "constraints": "(golem.srv.comp.expiration>0)", "rank": "-golem.srv.comp.expiration",
+    })
+    late = market_call(buyer, "subscribe_demand", {
+        "properties": demand_properties(buyer, expiration_ms=now + 3_600_000), "constraints": "(golem.runtime.name=wasmtime)",
+    })
+    soon = market_call(buyer, "subscribe_demand", {
+        "properties": demand_properties(buyer, expiration_ms=now + 900_000), "constraints": "(golem.runtime.name=wasmtime)",
+    })
+    market_call(buyer, "subscribe_demand", {  # does not match the offer: another runtime
+        "properties": demand_properties(buyer), "constraints": "(golem.runtime.name=vm)",
+    })
+
+    def ranked() -> list[str]:
+        return [d["demand_id"] for d in market_call(seller, "matching_demands", {"offer_id": offer_id})]
+
+    assert wait_for("both matching demands", lambda: len(ranked()) == 2 and ranked(), 10) == [soon, late]
