@@ -31,7 +31,7 @@ def plain(value: Any) -> Any:
 class ControlApi:
     """Dispatches ControlCall requests to actor proxies; one method a name, arguments by keyword."""
 
-    def __init__(self, market: Any, provider: Any | None, ask_timeout_s: float) -> None:
+    def __init__(self, market: Any, provider: Any | None, ask_timeout_s: float, activity: Any = None) -> None:
         self._ask_s = ask_timeout_s
         self._market = market
         ask = self._ask
@@ -50,6 +50,17 @@ class ControlApi:
         self._targets: dict[str, dict[str, Callable[..., Any]]] = {"market": market_methods}
         if provider is not None:
             self._targets["provider"] = {"offer_id": lambda: ask(provider.offer_id())}
+        if activity is not None:
+            self._activity = activity
+            self._targets["activity"] = {
+                "create": self._activity_create,
+                "exec": self._activity_exec,
+                "results": self._activity_results,
+                "events": self._activity_events,
+                "state": self._activity_state,
+                "destroy": self._activity_destroy,
+                "running": lambda: ask(activity.running()),
+            }
 
     def handle(self, call: ControlCall) -> ControlResult:
         """Run a call.
@@ -67,6 +78,45 @@ class ControlApi:
             return ControlResult(plain(method(**call.args)))
         except TypeError as exc:
             raise ControlError(f"{call.target}.{call.method}: {exc}") from None
+
+    def _view(self, activity_id: str) -> Any:
+        return self._ask(self._activity.view(activity_id))
+
+    def _activity_create(self, agreement_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        activity_id = self._ask(self._activity.create_activity(agreement_id))
+        view = self._view(activity_id)
+        view.wait(lambda v: v.state != "New", min(timeout_s, 30.0))
+        return self._activity_state(activity_id)
+
+    def _activity_exec(self, activity_id: str, script: Any) -> str:
+        if isinstance(script, str):
+            import json
+
+            try:
+                script = json.loads(script)
+            except ValueError as exc:
+                raise ControlError(f"the exe-script is not JSON: {exc}") from None
+        return self._ask(self._activity.exec(activity_id, script))
+
+    def _activity_results(self, activity_id: str, batch_id: str, timeout_s: float = 10.0) -> list[Any]:
+        view = self._view(activity_id)
+        view.wait(lambda v: v.batch_finished(batch_id), min(timeout_s, 60.0))
+        return view.results(batch_id)
+
+    def _activity_events(self, activity_id: str, batch_id: str, after: int = 0) -> list[Any]:
+        return self._view(activity_id).events(batch_id, after)
+
+    def _activity_state(self, activity_id: str) -> dict[str, Any]:
+        view = self._view(activity_id)
+        return {
+            "activity_id": activity_id, "agreement_id": view.agreement_id, "state": view.state,
+            "reason": view.reason, "error": view.error, "usage": list(view.usage), "usage_ms": view.usage_ms,
+        }
+
+    def _activity_destroy(self, activity_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        self._ask(self._activity.destroy(activity_id))
+        self._view(activity_id).wait(lambda v: v.state == "Terminated", min(timeout_s, 30.0))
+        return self._activity_state(activity_id)
 
     def _ask(self, future: Any) -> Any:
         return future.get(timeout=self._ask_s)

@@ -18,6 +18,7 @@ from typing import Any
 import pykka
 import structlog
 
+from actors.activity.actor import ActivityActor
 from actors.market.actor import MarketActor
 from actors.net.actor import NetActor
 from actors.provider.agent import ProviderAgentActor
@@ -67,6 +68,7 @@ class Node:
         self._control: ControlServer | None = None
         self.net: Any = None  # NetActor proxy
         self.market: Any = None  # MarketActor proxy
+        self.activity: Any = None  # ActivityActor proxy
         self.provider: Any = None  # ProviderAgentActor proxy, when this node sells compute
 
     # -- assembly -------------------------------------------------------------------------
@@ -81,6 +83,9 @@ class Node:
         ).proxy()
         self.market = self._start_actor(
             MarketActor, self.identity, cfg, self.net, self._open_db(), on_actor_failure=fail
+        ).proxy()
+        self.activity = self._start_actor(
+            ActivityActor, self.identity, cfg, self.net, self.market, on_actor_failure=fail
         ).proxy()
         if cfg.provider.enabled:
             self.provider = self._start_actor(
@@ -130,7 +135,7 @@ class Node:
             )
             return GossipList(entries)
 
-        api = ControlApi(self.market, self.provider, self.settings.actors.ask_timeout_s)
+        api = ControlApi(self.market, self.provider, self.settings.actors.ask_timeout_s, activity=self.activity)
         return {
             ControlCall: api.handle,
             NetStatusRequest: lambda req: ask(net.status()),

@@ -1,0 +1,1 @@
+"""Activities: exe-unit children on the provider, views of them on the requestor."""

@@ -1,0 +1,180 @@
+"""Activity messages: requestor ↔ provider over the network, and provider ↔ exe-unit child process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from protocol.codec import Message, register
+
+__all__ = [
+    "ActivityCreate",
+    "ActivityExec",
+    "ActivityDestroy",
+    "ActivityQuery",
+    "ExeResult",
+    "ActivityUpdate",
+    "ActivityRuntimeEvent",
+    "ChildRunBatch",
+    "ChildShutdown",
+    "ChildEvent",
+    "ChildResult",
+    "ChildUsage",
+    "COMMANDS",
+]
+
+# The exe-script commands Golem defines.
+COMMANDS = ("deploy", "start", "run", "transfer", "sign", "terminate")
+
+
+# -- requestor → provider ------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ActivityCreate(Message):
+    """Start an activity (an exe-unit) under an approved agreement; the requestor picks the id."""
+
+    TYPE: ClassVar[str] = "activity.create"
+    activity_id: str
+    agreement_id: str
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ActivityExec(Message):
+    """Run an exe-script batch: a list of commands, each a one-key map as in Golem's ExeScript."""
+
+    TYPE: ClassVar[str] = "activity.exec"
+    activity_id: str
+    batch_id: str
+    commands: tuple[dict[str, Any], ...]
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ActivityDestroy(Message):
+    """Stop the exe-unit and clean up everything it created."""
+
+    TYPE: ClassVar[str] = "activity.destroy"
+    activity_id: str
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ActivityQuery(Message):
+    """Ask the provider to send the activity's whole state again (after a lost message or a restart)."""
+
+    TYPE: ClassVar[str] = "activity.query"
+    activity_id: str
+
+
+# -- provider → requestor ------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ExeResult(Message):
+    """The result of one command of a batch (Golem's ExeScriptCommandResult)."""
+
+    TYPE: ClassVar[str] = "activity.exe_result"
+    index: int
+    event_ms: int
+    result: str  # "Ok" or "Error"
+    stdout: str | None
+    stderr: str | None
+    message: str | None
+    is_batch_finished: bool
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ActivityUpdate(Message):
+    """The provider's view of an activity: state, usage, and the results of one batch so far.
+
+    Results are cumulative, so a lost update is repaired by the next one.
+    """
+
+    TYPE: ClassVar[str] = "activity.update"
+    activity_id: str
+    agreement_id: str
+    state: str  # New, Initialized, Deployed, Ready, Terminated, Unresponsive
+    reason: str
+    error: str
+    usage: tuple[float, ...]
+    usage_ms: int
+    batch_id: str
+    results: tuple[ExeResult, ...]
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ActivityRuntimeEvent(Message):
+    """A streamed event of a running command: started, stdout, stderr or finished."""
+
+    TYPE: ClassVar[str] = "activity.runtime_event"
+    activity_id: str
+    batch_id: str
+    index: int
+    ts_ms: int
+    kind: str
+    data: str
+    return_code: int | None
+    message: str | None
+
+
+# -- provider ↔ exe-unit child -------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ChildRunBatch(Message):
+    """Parent → child: run these commands in order, stopping at the first failure."""
+
+    TYPE: ClassVar[str] = "exeunit.run_batch"
+    batch_id: str
+    commands: tuple[dict[str, Any], ...]
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ChildShutdown(Message):
+    """Parent → child: clean up and exit."""
+
+    TYPE: ClassVar[str] = "exeunit.shutdown"
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ChildEvent(Message):
+    """Child → parent: a command started, printed something, or finished (for streaming)."""
+
+    TYPE: ClassVar[str] = "exeunit.event"
+    batch_id: str
+    index: int
+    kind: str
+    data: str
+    return_code: int | None
+    message: str | None
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ChildResult(Message):
+    """Child → parent: one command is done; `state` is the exe-unit's state after it."""
+
+    TYPE: ClassVar[str] = "exeunit.result"
+    batch_id: str
+    result: ExeResult
+    state: str
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ChildUsage(Message):
+    """Child → parent, about every second: usage so far (also the child's heartbeat)."""
+
+    TYPE: ClassVar[str] = "exeunit.usage"
+    cpu_s: float
+    duration_s: float
+    peak_memory_bytes: int
