@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import protocol
-from protocol import control, market, net
+from protocol import activity, control, market, net
 from protocol.codec import Message, encode, registered
 from protocol.identity import Identity
 
@@ -374,6 +374,22 @@ def _control_result() -> control.ControlResult:
     )
 
 
+ACTIVITY_ID = "0f" * 16
+BATCH_ID = "1e" * 16
+EXE_SCRIPT = (
+    {"deploy": {}},
+    {"start": {}},
+    {"run": {"entry_point": "wc", "args": ["/input/data.txt", "/output/counts.txt"], "capture": {"stdout": {"atEnd": {}}}}},
+)
+
+
+def exe_result(index: int = 2, result: str = "Ok", finished: bool = True) -> activity.ExeResult:
+    """A command result; an Error one carries a message naming the command."""
+    if result == "Ok":
+        return activity.ExeResult(index, T0_MS + 3_000 + index, "Ok", "3 7 41\n", "", None, finished)
+    return activity.ExeResult(index, T0_MS + 3_000 + index, "Error", "", "wc: cannot open", f"command {index} (run) failed", finished)
+
+
 SAMPLES: dict[str, Callable[[], Message]] = {
     # protocol.net
     net.PeerRecord.TYPE: peer_record,
@@ -436,6 +452,24 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     market.AgreementAck.TYPE: lambda: market.AgreementAck(
         agreement_id=agreement_terms().agreement_id, acked=market.AgreementTerminated.TYPE
     ),
+    # protocol.activity
+    activity.ActivityCreate.TYPE: lambda: activity.ActivityCreate(ACTIVITY_ID, agreement_terms().agreement_id),
+    activity.ActivityExec.TYPE: lambda: activity.ActivityExec(ACTIVITY_ID, BATCH_ID, EXE_SCRIPT),
+    activity.ActivityDestroy.TYPE: lambda: activity.ActivityDestroy(ACTIVITY_ID),
+    activity.ActivityQuery.TYPE: lambda: activity.ActivityQuery(ACTIVITY_ID),
+    activity.ExeResult.TYPE: exe_result,
+    activity.ActivityUpdate.TYPE: lambda: activity.ActivityUpdate(
+        ACTIVITY_ID, agreement_terms().agreement_id, "Ready", "", "", (0.25, 12.5), T0_MS + 5_000, BATCH_ID,
+        (exe_result(0, "Ok", False), exe_result(1, "Error", True)),
+    ),
+    activity.ActivityRuntimeEvent.TYPE: lambda: activity.ActivityRuntimeEvent(
+        ACTIVITY_ID, BATCH_ID, 2, T0_MS + 4_000, "finished", "", 3, "wc exited with code 3"
+    ),
+    activity.ChildRunBatch.TYPE: lambda: activity.ChildRunBatch(BATCH_ID, EXE_SCRIPT),
+    activity.ChildShutdown.TYPE: activity.ChildShutdown,
+    activity.ChildEvent.TYPE: lambda: activity.ChildEvent(BATCH_ID, 2, "stdout", "3 7 41\n", None, None),
+    activity.ChildResult.TYPE: lambda: activity.ChildResult(BATCH_ID, exe_result(2, "Ok", True), "Ready"),
+    activity.ChildUsage.TYPE: lambda: activity.ChildUsage(0.5, 3.25, 48 * 2**20),
 }
 
 
