@@ -226,11 +226,10 @@ class WasmExeUnit:
         parts = [p for p in path.split("/") if p]
         if not parts or any(p in ("..", ".") for p in parts):
             raise ExeUnitError(f"{url}: not a path inside the container")
-        for guest, (host, mode) in self._mounts.items():
+        for guest, (host, _mode) in self._mounts.items():
             guest_parts = [p for p in guest.split("/") if p]
             if parts[: len(guest_parts)] == guest_parts and len(parts) > len(guest_parts):
-                if writing and mode == "ro":
-                    raise ExeUnitError(f"{url}: {guest} is read-only")
+                # "ro" binds the module, not the requestor: transfers may fill input folders.
                 target = host.joinpath(*parts[len(guest_parts):])
                 resolved = target.resolve()
                 if not resolved.is_relative_to(host.resolve()):

@@ -165,15 +165,17 @@ class NetActor(LoamActor):
         for link in list(self._links.values()):
             if link.up:
                 self._send_msg(link, Goodbye("shutdown"))
+        self._flush_pushes()
         self._persist_peers()
         if self._io is not None:
             self._io.stop()
+            self._io = None
         self._log.info("net_stopped")
 
     def after_message(self) -> None:
         # Gossip pushes are batched per link and flushed when the mailbox runs dry: one
         # envelope carries many items under load, and an item never waits when idle.
-        if self.actor_inbox.empty():
+        if self._io is not None and self.actor_inbox.empty():
             self._flush_pushes()
 
     # -- the public API (call through the proxy) -------------------------------------------

@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from exeunits.wasm import Limits, MountMode, RunOutcome, WasmRunner
+from tests.wasm_programs import build_wasm_programs
 
 __all__: list[str] = []
 
-REPO = Path(__file__).resolve().parents[3]
-BUILD_SCRIPT = REPO / "tests" / "wasm" / "build.sh"
-PROGRAMS = ("wc", "hello", "spin", "hog", "forever", "trap", "exitcode")
-
-
-def _unavailable(reason: str) -> None:
-    """Skip on a developer's machine; under CI the toolchain is installed, so its absence is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: .ci/run installs the WASI toolchain)", pytrace=False)
-    pytest.skip(f"{reason}; install it with `scripts/setup.sh wasi`")
 
 
 @pytest.fixture(scope="session")
 def wasm_build() -> Path:
-    """tests/wasm/build, with every test program compiled by tests/wasm/build.sh (incrementally)."""
-    if shutil.which(os.environ.get("CC", "clang")) is None:
-        _unavailable("clang is not installed, so the WASI test programs cannot be built")
-    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        _unavailable(f"tests/wasm/build.sh failed:\n{proc.stdout}{proc.stderr}")
-    build = BUILD_SCRIPT.parent / "build"
-    missing = [p for p in PROGRAMS if not (build / f"{p}.wasm").is_file()]
-    assert not missing, f"build.sh did not produce {missing}"
-    return build
+    """tests/wasm/build, with every test program compiled (incrementally)."""
+    return build_wasm_programs()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,204 @@
+"""Activities with real node processes: from demand to agreement to an exe-unit running WASI programs."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from exeunits.wasm.package import make_package
+from protocol.control import ControlCall
+from protocol.errors import ControlError
+from tests.integration.harness import NodeProcess, Testnet, market_call, wait_for
+from tests.wasm_programs import build_wasm_programs
+
+pytestmark = pytest.mark.integration
+
+PLATFORM = "erc20-holesky-tglm"
+WORDS = "the quick brown fox\njumps over\nthe lazy dog\n"
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the package directory, and takes uploads with PUT."""
+
+    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("Content-Length", 0))
+        target = Path(self.directory) / "uploads" / Path(self.path).name
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(self.rfile.read(length))
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local web server: (base url, folder it serves)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+
+
+@pytest.fixture
+def package(web: tuple[str, Path]) -> str:
+    """A WASI package of the test programs on the web server, as a task-package string."""
+    build = build_wasm_programs()
+    base, root = web
+    entry_points = {name: build / f"{name}.wasm" for name in ("wc", "hello", "exitcode", "trap", "spin")}
+    make_package(root / "programs.zip", entry_points, [("ro", "input"), ("rw", "output")])
+    digest = hashlib.sha3_224((root / "programs.zip").read_bytes()).hexdigest()
+    (root / "data.txt").write_text(WORDS)
+    return f"hash:sha3:{digest}:{base}/programs.zip"
+
+
+def _agreement(requestor: NodeProcess, provider: NodeProcess, task_package: str) -> str:
+    """Negotiate an approved agreement for a wasmtime activity running task_package."""
+    wait_for("the provider's offer", lambda: market_call(requestor, "known_offers", {}), 15)
+    props = {
+        "golem.node.debug.subnet": "public",
+        "golem.srv.comp.expiration": int(time.time() * 1000) + 3_600_000,
+        f"golem.com.payment.platform.{PLATFORM}.address": requestor.node_id,
+        "golem.srv.comp.task_package": task_package,
+    }
+    sub = market_call(requestor, "subscribe_demand", {"properties": props, "constraints": "(golem.runtime.name=wasmtime)"})
+    initial = wait_for("an Initial proposal", lambda: market_call(requestor, "collect", {"sub_id": sub, "timeout_s": 1.0}), 15)
+    market_call(requestor, "counter_proposal", {
+        "sub_id": sub, "proposal_id": initial[0]["proposal"]["proposal_id"], "properties": props, "constraints": "()",
+    })
+    draft = wait_for("the provider's answer", lambda: market_call(requestor, "collect", {"sub_id": sub, "timeout_s": 1.0}), 15)
+    agreement_id = market_call(requestor, "create_agreement", {
+        "proposal_id": draft[0]["proposal"]["proposal_id"], "valid_to_ms": int(time.time() * 1000) + 600_000,
+    })
+    market_call(requestor, "confirm_agreement", {"agreement_id": agreement_id})
+    assert market_call(requestor, "wait_agreement", {"agreement_id": agreement_id, "timeout_s": 10}) == "Approved"
+    return agreement_id
+
+
+def activity(node: NodeProcess, method: str, **args: Any) -> Any:
+    """Call the node's activity API through its control channel."""
+    return node.call(ControlCall("activity", method, args), timeout_s=90).value
+
+
+@pytest.fixture
+def pair(testnet: Testnet) -> tuple[NodeProcess, NodeProcess]:
+    """A wasmtime provider and a requestor joined through it."""
+    provider = testnet.add("provider", env={"LOAM_PROVIDER__ENABLED": "true", "LOAM_PROVIDER__MAX_AGREEMENTS": "4"})
+    requestor = testnet.add("requestor")
+    return requestor, provider
+
+
+def test_an_exe_script_runs_wasi_programs_with_files_in_and_out(pair: tuple[NodeProcess, NodeProcess], package: str, web: tuple[str, Path]) -> None:
+    requestor, provider = pair
+    base, root = web
+    agreement_id = _agreement(requestor, provider, package)
+    created = activity(requestor, "create", agreement_id=agreement_id)
+    assert created["state"] == "Initialized", created
+    activity_id = created["activity_id"]
+    script = [
+        {"deploy": {}},
+        {"start": {}},
+        {"transfer": {"from": f"{base}/data.txt", "to": "container:/input/data.txt"}},
+        {"run": {"entry_point": "wc", "args": ["/input/data.txt", "/output/counts.txt"]}},
+        {"transfer": {"from": "container:/output/counts.txt", "to": f"{base}/counts.txt"}},
+    ]
+    batch = activity(requestor, "exec", activity_id=activity_id, script=script)
+    results = activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+    assert [r["result"] for r in results] == ["Ok"] * 5, [r["message"] for r in results]
+    assert [r["index"] for r in results] == [0, 1, 2, 3, 4]
+    assert results[-1]["is_batch_finished"]
+    lines, words, chars = (int(x) for x in results[3]["stdout"].split())
+    assert (lines, words, chars) == (WORDS.count("\n"), len(WORDS.split()), len(WORDS.encode()))
+    assert (root / "uploads" / "counts.txt").read_text().split() == results[3]["stdout"].split()
+    # Usage flows back: cpu seconds and duration grow.
+    wait_for("usage", lambda: activity(requestor, "state", activity_id=activity_id)["usage"][1] > 0, 10)
+    # Destroying the activity stops the exe-unit and removes its files on the provider.
+    ended = activity(requestor, "destroy", activity_id=activity_id)
+    assert ended["state"] == "Terminated"
+    wait_for("no running activity", lambda: not activity(provider, "running"), 10)
+    assert not list((provider.data_dir / "activities").iterdir())
+
+
+def test_a_failing_command_says_which_and_why_and_stops_the_batch(pair: tuple[NodeProcess, NodeProcess], package: str) -> None:
+    requestor, provider = pair
+    activity_id = activity(requestor, "create", agreement_id=_agreement(requestor, provider, package))["activity_id"]
+    script = [
+        {"deploy": {}},
+        {"start": {}},
+        {"run": {"entry_point": "exitcode", "args": ["3"]}},
+        {"run": {"entry_point": "hello", "args": []}},
+    ]
+    batch = activity(requestor, "exec", activity_id=activity_id, script=script)
+    results = activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+    assert [r["result"] for r in results] == ["Ok", "Ok", "Error"]
+    assert results[-1]["is_batch_finished"]
+    assert "command 2 (run)" in results[-1]["message"] and "code 3" in results[-1]["message"]
+    # A trap is reported by name; the activity keeps serving the next batch.
+    batch = activity(requestor, "exec", activity_id=activity_id, script=[{"run": {"entry_point": "trap", "args": []}}])
+    trapped = activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=30)
+    assert trapped[0]["result"] == "Error" and "trap" in trapped[0]["message"]
+    batch = activity(requestor, "exec", activity_id=activity_id, script=[{"run": {"entry_point": "hello", "args": ["x"]}}])
+    assert activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=30)[0]["result"] == "Ok"
+    # A run before deploy, an unknown command, a malformed script: clear errors, nothing breaks.
+    with pytest.raises(ControlError, match="unknown command"):
+        activity(requestor, "exec", activity_id=activity_id, script=[{"fly": {}}])
+    with pytest.raises(ControlError, match="non-empty list"):
+        activity(requestor, "exec", activity_id=activity_id, script=[])
+
+
+def test_a_package_whose_hash_does_not_match_is_refused(pair: tuple[NodeProcess, NodeProcess], package: str) -> None:
+    requestor, provider = pair
+    wrong = "hash:sha3:" + "0" * 56 + ":" + package.split(":", 3)[3]
+    activity_id = activity(requestor, "create", agreement_id=_agreement(requestor, provider, wrong))["activity_id"]
+    batch = activity(requestor, "exec", activity_id=activity_id, script=[{"deploy": {}}])
+    results = activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=30)
+    assert results[0]["result"] == "Error" and "hash mismatch" in results[0]["message"]
+
+
+def test_streamed_output_arrives_as_events(pair: tuple[NodeProcess, NodeProcess], package: str) -> None:
+    requestor, provider = pair
+    activity_id = activity(requestor, "create", agreement_id=_agreement(requestor, provider, package))["activity_id"]
+    script = [
+        {"deploy": {}},
+        {"start": {}},
+        {"run": {"entry_point": "hello", "args": ["streamed"], "capture": {"stdout": {"stream": {}}}}},
+    ]
+    batch = activity(requestor, "exec", activity_id=activity_id, script=script)
+    activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+    events = wait_for(
+        "a finished event",
+        lambda: (e := activity(requestor, "events", activity_id=activity_id, batch_id=batch)) and e[-1]["kind"] == "finished" and e,
+        10,
+    )
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "started" and "stdout" in kinds
+    assert "streamed" in "".join(e["data"] for e in events if e["kind"] == "stdout")
+    assert events[-1]["return_code"] == 0
+
+
+def test_terminating_the_agreement_stops_the_activity(pair: tuple[NodeProcess, NodeProcess], package: str) -> None:
+    requestor, provider = pair
+    agreement_id = _agreement(requestor, provider, package)
+    activity_id = activity(requestor, "create", agreement_id=agreement_id)["activity_id"]
+    batch = activity(requestor, "exec", activity_id=activity_id, script=[{"deploy": {}}, {"start": {}}])
+    activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+    assert activity(provider, "running")
+    market_call(requestor, "terminate_agreement", {"agreement_id": agreement_id, "reason": {"message": "done"}})
+    wait_for("the provider to stop the exe-unit", lambda: not activity(provider, "running"), 10)
+    state = wait_for(
+        "the requestor to see it end",
+        lambda: (s := activity(requestor, "state", activity_id=activity_id))["state"] == "Terminated" and s,
+        10,
+    )
+    assert "agreement" in state["reason"]
+    assert not list((provider.data_dir / "activities").iterdir())
