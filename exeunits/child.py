@@ -204,7 +204,7 @@ class WasmExeUnit:
         src_scheme, dst_scheme = urllib.parse.urlparse(src).scheme, urllib.parse.urlparse(dst).scheme
         if src_scheme in ("http", "https") and dst_scheme == "container":
             target = self._container_path(dst, writing=True)
-            download(src, target, self._args.max_package_bytes)
+            download(src, target, self._storage_left())
             return f"fetched {src} to {dst}"
         if src_scheme == "container" and dst_scheme == "container":
             shutil.copyfile(self._container_path(src, writing=False), self._container_path(dst, writing=True))
@@ -219,6 +219,19 @@ class WasmExeUnit:
                 raise ExeUnitError(f"cannot upload to {dst}: {exc}") from None
             return f"uploaded {src} to {dst}"
         raise ExeUnitError(f"transfer from {src_scheme or src!r} to {dst_scheme or dst!r} is not supported by this exe-unit")
+
+    def _storage_left(self) -> int:
+        """Bytes the activity may still write (the provider's disk limit less what its files use)."""
+        limit = self._args.storage_bytes
+        if limit is None:
+            return self._args.max_package_bytes
+        used = sum(f.stat().st_size for f in self.workdir.rglob("*") if f.is_file() and not f.is_symlink())
+        return max(0, limit - used)
+
+    def check_storage(self) -> None:
+        """Raises ExeUnitError when the activity's files outgrew the disk limit."""
+        if self._args.storage_bytes is not None and self._storage_left() <= 0:
+            raise ExeUnitError(f"the activity's files exceed the storage limit of {self._args.storage_bytes} bytes")
 
     def _container_path(self, url: str, *, writing: bool) -> Path:
         """The host file behind container:/mount/path, refusing anything outside a mount."""
@@ -264,6 +277,8 @@ class WasmExeUnit:
                     message = "terminated"
                 else:  # sign
                     raise ExeUnitError("the sign command is not supported by the wasmtime exe-unit")
+                if name in ("run", "transfer"):
+                    self.check_storage()
             except (NodeError, OSError) as exc:
                 if isinstance(exc, _CommandFailed):
                     stdout, stderr = exc.stdout, exc.stderr
@@ -317,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-bytes", type=int, default=None)
     parser.add_argument("--wall-s", type=float, default=None)
     parser.add_argument("--max-package-bytes", type=int, default=256 * 1024 * 1024)
+    parser.add_argument("--storage-bytes", type=int, default=None, help="disk the activity's files may use")
     args = parser.parse_args(argv)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Nothing but frames may reach stdout: anything printed goes to stderr.

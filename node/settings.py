@@ -127,6 +127,7 @@ class ProviderSettings:
     min_expiration_s: float
     max_expiration_s: float
     offer_ttl_s: float
+    max_run_s: float
 
 
 @dataclass(frozen=True, slots=True)

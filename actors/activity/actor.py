@@ -44,6 +44,7 @@ _UNRESPONSIVE_AFTER_MS = 15_000
 _UPDATE_EVERY_MS = 1_000
 _QUERY_AFTER_MS = 3_000
 _STOP_GRACE_S = 1.0
+_KILL_GRACE_S = 5.0
 
 
 class ActivityError(NodeError):
@@ -108,6 +109,8 @@ class _Running:
     peak_memory_bytes: int = 0
     last_heard_ms: int = 0
     last_update_ms: int = 0
+    run_limit_s: float = 0.0
+    run_deadline_ms: int | None = None  # set while a `run` command executes
 
     def usage(self) -> tuple[float, ...]:
         values = {
@@ -293,11 +296,13 @@ class ActivityActor(LoamActor):
         mem_gib = terms.offer_properties.get("golem.inf.mem.gib", 1.0)
         workdir = self._root / msg.activity_id
         workdir.mkdir(parents=True)
-        wall_s = max(1.0, (expires_ms - now_ms()) / 1000)
+        storage_gib = terms.offer_properties.get("golem.inf.storage.gib", 1.0)
+        wall_s = max(1.0, min(self._settings.provider.max_run_s, (expires_ms - now_ms()) / 1000))
         cmd = [
             sys.executable, "-m", "exeunits.child", "--runtime", "wasmtime", "--workdir", str(workdir),
             "--cache-dir", str(self._cache_dir), "--package", package,
-            "--memory-bytes", str(int(float(mem_gib) * 2**30)), "--wall-s", f"{wall_s:.0f}",
+            "--memory-bytes", str(int(float(mem_gib) * 2**30)), "--wall-s", f"{wall_s:.3f}",
+            "--storage-bytes", str(int(float(storage_gib) * 2**30)),
         ]
         log = open(workdir / "exeunit.log", "ab")
         env = dict(os.environ)
@@ -307,7 +312,7 @@ class ActivityActor(LoamActor):
         assert proc.stdin is not None and proc.stdout is not None
         run = _Running(
             msg.activity_id, msg.agreement_id, sender, list(terms.offer_properties.get("golem.com.usage.vector", [])),
-            expires_ms, workdir, proc, FrameWriter(proc.stdin), last_heard_ms=now_ms(),
+            expires_ms, workdir, proc, FrameWriter(proc.stdin), last_heard_ms=now_ms(), run_limit_s=wall_s,
         )
         self._running[msg.activity_id] = run
         threading.Thread(target=_read_child, args=(self.actor_ref, msg.activity_id, proc.stdout), daemon=True).start()
@@ -358,6 +363,12 @@ class ActivityActor(LoamActor):
             if run.state == "Terminated":
                 self._stop_child(run, "terminated by the exe-script", notify=False)
         elif isinstance(msg, ChildEvent):
+            if msg.kind == "started":
+                # The child stops a runaway module itself; this is the backstop for one stuck
+                # where wasmtime cannot interrupt it (inside a host call).
+                run.run_deadline_ms = now_ms() + int((run.run_limit_s + _KILL_GRACE_S) * 1000)
+            elif msg.kind == "finished":
+                run.run_deadline_ms = None
             self._net.send(
                 run.requestor_id,
                 ActivityRuntimeEvent(run.activity_id, msg.batch_id, msg.index, now_ms(), msg.kind, msg.data, msg.return_code, msg.message),
@@ -402,6 +413,11 @@ class ActivityActor(LoamActor):
             if now - run.last_heard_ms > _UNRESPONSIVE_AFTER_MS:
                 run.state = "Unresponsive"
                 self._stop_child(run, "", notify=True, error="the exe-unit stopped answering and was killed")
+                continue
+            if run.run_deadline_ms is not None and now >= run.run_deadline_ms:
+                self._stop_child(
+                    run, "", notify=True, error=f"a command overran the wall-clock limit of {run.run_limit_s:.0f} s and was killed"
+                )
                 continue
             if now >= run.expires_ms:
                 self._stop_child(run, "the agreement's expiration passed", notify=True)

@@ -48,6 +48,14 @@ class ProviderAgentActor(LoamActor):
         self._ticker: Ticker | None = None
 
     def start_up(self) -> None:
+        from exeunits.probe import probe_runtime
+
+        probe = probe_runtime(self._cfg.runtime)
+        self._runtime_version = probe.version
+        if not probe.available:
+            # Offering what cannot run would only produce failed activities.
+            self._log.error("runtime_unavailable", runtime=self._cfg.runtime, reason=probe.reason)
+            return
         self._publish()
         self._ticker = Ticker(self.actor_ref, _Renew(), 5.0)
 
@@ -66,6 +74,7 @@ class ProviderAgentActor(LoamActor):
 
     def _publish(self) -> None:
         props = offer_properties(self._cfg, self.node_id, self._node_name, self._subnet)
+        props["golem.runtime.version"] = self._runtime_version or self._cfg.runtime_version
         old = self._offer_id
         self._offer_id = self._market.subscribe_offer(
             props, offer_constraints(self._subnet), "", self._cfg.offer_ttl_s, self.actor_ref

@@ -202,3 +202,19 @@ def test_terminating_the_agreement_stops_the_activity(pair: tuple[NodeProcess, N
     )
     assert "agreement" in state["reason"]
     assert not list((provider.data_dir / "activities").iterdir())
+
+
+def test_a_runaway_program_is_stopped_and_the_requestor_told_why(testnet: Testnet, package: str) -> None:
+    provider = testnet.add("provider", env={"LOAM_PROVIDER__ENABLED": "true", "LOAM_PROVIDER__MAX_RUN_S": "2"})
+    requestor = testnet.add("requestor")
+    activity_id = activity(requestor, "create", agreement_id=_agreement(requestor, provider, package))["activity_id"]
+    script = [{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "spin", "args": ["100000000000"]}}]
+    started = time.monotonic()
+    batch = activity(requestor, "exec", activity_id=activity_id, script=script)
+    results = activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=30)
+    assert time.monotonic() - started < 20
+    assert results[-1]["result"] == "Error" and results[-1]["is_batch_finished"]
+    assert "limit" in results[-1]["message"], results[-1]["message"]
+    # The activity survives its runaway command.
+    batch = activity(requestor, "exec", activity_id=activity_id, script=[{"run": {"entry_point": "hello", "args": []}}])
+    assert activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=30)[0]["result"] == "Ok"
