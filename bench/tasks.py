@@ -1,0 +1,174 @@
+"""Many small tasks across provider nodes, against running the same module directly.
+
+    python bench/tasks.py --providers 4 --tasks 200 --runtime wasmtime
+
+A requestor node negotiates one agreement and one activity with each provider, deploys the
+package, then runs the tasks (one `run` command each), one at a time per provider, all
+providers at once. The same module runs as many times directly with wasmtime in one
+process. The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import http.server
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from exeunits.wasm.package import make_package  # noqa: E402
+from exeunits.wasm.runtime import WasmRunner  # noqa: E402
+from protocol.control import ControlCall  # noqa: E402
+from tests.integration.harness import NodeProcess, Testnet, market_call, wait_for  # noqa: E402
+from tests.wasm_programs import build_wasm_programs  # noqa: E402
+
+PLATFORM = "erc20-holesky-tglm"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _serve(root: Path) -> str:
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _activity(node: NodeProcess, method: str, **args: Any) -> Any:
+    return node.call(ControlCall("activity", method, args), timeout_s=120).value
+
+
+def _agree(requestor: NodeProcess, provider_id: str, props: dict[str, Any]) -> str:
+    sub = market_call(requestor, "subscribe_demand", {"properties": props, "constraints": "(golem.runtime.name=wasmtime)"})
+    try:
+        initial = wait_for(
+            "the provider's Initial proposal",
+            lambda: [e for e in market_call(requestor, "collect", {"sub_id": sub, "timeout_s": 0.5, "max_events": 100})
+                     if e["proposal"]["issuer_id"] == provider_id],
+            30,
+        )
+        market_call(requestor, "counter_proposal", {
+            "sub_id": sub, "proposal_id": initial[0]["proposal"]["proposal_id"], "properties": props, "constraints": "()",
+        })
+        draft = wait_for("a Draft", lambda: market_call(requestor, "collect", {"sub_id": sub, "timeout_s": 0.5}), 30)
+        agreement_id = market_call(requestor, "create_agreement", {
+            "proposal_id": draft[0]["proposal"]["proposal_id"], "valid_to_ms": int(time.time() * 1000) + 3_600_000,
+        })
+        market_call(requestor, "confirm_agreement", {"agreement_id": agreement_id})
+        state = market_call(requestor, "wait_agreement", {"agreement_id": agreement_id, "timeout_s": 20})
+        assert state == "Approved", state
+        return agreement_id
+    finally:
+        market_call(requestor, "unsubscribe", {"sub_id": sub})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--providers", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--runtime", choices=["wasmtime"], default="wasmtime")
+    parser.add_argument("--warmup", type=int, default=2, help="tasks per provider before measuring")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="loam-bench-tasks-"))
+    build = build_wasm_programs()
+    www = base / "www"
+    www.mkdir()
+    make_package(www / "bench.zip", {"hello": build / "hello.wasm"}, [("rw", "output")])
+    digest = hashlib.sha3_224((www / "bench.zip").read_bytes()).hexdigest()
+    task_package = f"hash:sha3:{digest}:{_serve(www)}/bench.zip"
+
+    # The direct figure: the same module, the same number of runs, one process.
+    runner = WasmRunner(base / "direct-cache")
+    direct_ms = []
+    for i in range(args.tasks + 5):
+        t0 = time.perf_counter()
+        outcome = runner.run(build / "hello.wasm", ["hello", str(i)], {}, {}, base / "d.out", base / "d.err")
+        assert outcome.ok, outcome.error
+        if i >= 5:
+            direct_ms.append((time.perf_counter() - t0) * 1000)
+
+    net = Testnet(base / "nodes")
+    try:
+        requestor = net.add("requestor", fast_timers=False)
+        providers = [
+            net.add(f"provider-{i}", fast_timers=False, env={"LOAM_PROVIDER__ENABLED": "true"})
+            for i in range(args.providers)
+        ]
+        wait_for("every offer", lambda: len(market_call(requestor, "known_offers", {})) >= args.providers, 60, 0.5)
+        props = {
+            "golem.node.debug.subnet": "public",
+            "golem.srv.comp.expiration": int(time.time() * 1000) + 3_600_000,
+            f"golem.com.payment.platform.{PLATFORM}.address": requestor.node_id,
+            "golem.srv.comp.task_package": task_package,
+        }
+        activities = []
+        for provider in providers:
+            agreement_id = _agree(requestor, provider.node_id, props)
+            activity_id = _activity(requestor, "create", agreement_id=agreement_id)["activity_id"]
+            batch = _activity(requestor, "exec", activity_id=activity_id, script=[{"deploy": {}}, {"start": {}}])
+            results = _activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+            assert [r["result"] for r in results] == ["Ok", "Ok"], results
+            activities.append(activity_id)
+
+        def task(activity_id: str, i: int) -> float:
+            t0 = time.perf_counter()
+            batch = _activity(requestor, "exec", activity_id=activity_id, script=[{"run": {"entry_point": "hello", "args": [str(i)]}}])
+            results = _activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+            assert results and results[-1]["result"] == "Ok", results
+            return (time.perf_counter() - t0) * 1000
+
+        def worker(activity_id: str, count: int, warm: int) -> list[float]:
+            for i in range(warm):
+                task(activity_id, i)
+            return [task(activity_id, i) for i in range(count)]
+
+        per = [args.tasks // len(activities) + (1 if i < args.tasks % len(activities) else 0) for i in range(len(activities))]
+        # Warm-up first, on every provider, so the measured window starts with caches filled.
+        with ThreadPoolExecutor(len(activities)) as pool:
+            list(pool.map(lambda a: worker(a, 0, args.warmup), activities))
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(len(activities)) as pool:
+            latencies = [ms for chunk in pool.map(lambda ac: worker(ac[0], ac[1], 0), zip(activities, per)) for ms in chunk]
+        wall_s = time.perf_counter() - t0
+        for activity_id in activities:
+            _activity(requestor, "destroy", activity_id=activity_id)
+    finally:
+        net.stop_all()
+    direct_mean = statistics.fmean(direct_ms)
+    task_mean = statistics.fmean(latencies)
+    result = {
+        "bench": "tasks",
+        "runtime": args.runtime,
+        "providers": args.providers,
+        "tasks": len(latencies),
+        "wall_s": round(wall_s, 2),
+        "tasks_per_s": round(len(latencies) / wall_s, 1),
+        "task_ms_p50": round(statistics.median(latencies), 1),
+        "task_ms_mean": round(task_mean, 1),
+        "direct_run_ms_mean": round(direct_mean, 2),
+        "overhead_ms_per_task": round(task_mean - direct_mean, 1),
+    }
+    print(
+        f"{result['tasks']} tasks on {args.providers} providers in {result['wall_s']} s "
+        f"({result['tasks_per_s']}/s); a task takes {result['task_ms_mean']} ms against "
+        f"{result['direct_run_ms_mean']} ms run directly",
+        file=sys.stderr,
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
