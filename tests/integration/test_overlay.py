@@ -71,9 +71,9 @@ def test_a_node_started_late_receives_items_published_before_it_joined(testnet: 
     nodes = testnet.nodes
     wait_for("a connected overlay", lambda: connected(nodes), 30)
     ids = {nodes[i % 4].publish("early", f"item {i}".encode()).item_id for i in range(20)}
-    wait_for("the items everywhere", lambda: all(ids <= n.item_ids("early") for n in nodes), 10)
+    wait_for("the items everywhere", lambda: all(ids <= n.item_ids("early") for n in nodes), 30)
     late = testnet.add("late")
-    wait_for("the late node to catch up", lambda: ids <= late.item_ids("early"), 15)
+    wait_for("the late node to catch up", lambda: ids <= late.item_ids("early"), 30)
 
 
 def test_a_killed_node_is_detected_and_the_overlay_stays_connected(testnet: Testnet) -> None:
