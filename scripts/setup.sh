@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Loam needs on this machine: Python >= 3.11 with venv support, the
 # virtual environment <repo>/.venv and the project in it (`pip install -e '.[test]'`),
-# and clang for wasm32-wasi (the WASI test programs in tests/wasm).
+# clang for wasm32-wasi (the WASI test programs in tests/wasm), and a running Docker
+# engine with squashfs-tools and a static busybox (the vm exe-unit and its test images).
 #
-#     scripts/setup.sh              # everything (today: python, venv, project, wasi)
+#     scripts/setup.sh              # everything (today: python, venv, project, wasi, docker)
 #     scripts/setup.sh wasi         # one component
 #     scripts/setup.sh --help
 #     source scripts/setup.sh       # the same, inside the current shell
@@ -19,11 +20,15 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # What `scripts/setup.sh` with no arguments installs, in order.
-SETUP_COMPONENTS=(python venv project wasi)
+SETUP_COMPONENTS=(python venv project wasi docker)
 
 # Debian packages of the WASI toolchain: clang and its linker, the C library and the
 # compiler runtime for wasm32-wasi. `clang --target=wasm32-wasi` finds them by itself.
 WASI_APT_PACKAGES=(clang lld wasi-libc libclang-rt-dev-wasm32)
+
+# Debian packages of the vm exe-unit: the Docker engine, squashfs-tools to pack and unpack
+# GVMI images, and a static busybox, the only program in the test images (tests/images).
+DOCKER_APT_PACKAGES=(docker.io squashfs-tools busybox-static)
 
 _SETUP_APT_UPDATED="${_SETUP_APT_UPDATED:-}"
 _SETUP_PYTHON=""
@@ -39,6 +44,9 @@ Components (default: all, in this order): ${SETUP_COMPONENTS[*]}
   project   pip install -e '.[test]' into it (skipped when up to date)
   wasi      clang for wasm32-wasi, to build tests/wasm (from apt when missing:
             ${WASI_APT_PACKAGES[*]})
+  docker    a running Docker engine, squashfs-tools and a static busybox, for the vm
+            exe-unit (from apt when missing: ${DOCKER_APT_PACKAGES[*]}); dockerd is
+            started in the background when no engine answers (scripts/dockerd.sh)
 
 Environment:
   LOAM_PYTHON   the interpreter to build the venv from (default: first python3 >= 3.11 on PATH)
@@ -215,6 +223,37 @@ setup_wasi() {
     fi
     printf 'setup: warning: no clang for wasm32-wasi (Debian: apt-get install %s); the wasm tests will be skipped\n' \
         "${WASI_APT_PACKAGES[*]}" >&2
+}
+
+# True when /bin/busybox is a statically linked busybox (Debian's busybox-static).
+_setup_static_busybox() {
+    [[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1
+}
+
+setup_docker() {
+    # Only what is missing is installed: an engine of one's own (say Docker's docker-ce)
+    # is used as it is, never replaced by Debian's.
+    local need=() problem=""
+    if ! command -v mksquashfs >/dev/null 2>&1 || ! command -v unsquashfs >/dev/null 2>&1; then
+        need+=(squashfs-tools)
+    fi
+    _setup_static_busybox || need+=(busybox-static)
+    if ! command -v docker >/dev/null 2>&1 || { ! command -v dockerd >/dev/null 2>&1 && ! bash "$REPO/scripts/dockerd.sh" status; }; then
+        need+=(docker.io)
+    fi
+    if ((${#need[@]})); then
+        apt_install "${need[@]}" || problem="apt-get install ${need[*]} failed"
+    fi
+    if [[ -z "$problem" ]]; then
+        bash "$REPO/scripts/dockerd.sh" start || problem="the Docker engine does not start (scripts/dockerd.sh start)"
+    fi
+    [[ -n "$problem" ]] || return 0
+    # Without it only the vm tests are skipped, so a machine without root still gets a
+    # working venv; under CI, where those tests must run, it is a failure.
+    if [[ "${CI:-}" == "true" ]]; then
+        _setup_fail "$problem" || return 1
+    fi
+    printf 'setup: warning: %s; the vm exe-unit tests will be skipped\n' "$problem" >&2
 }
 
 # --- main -------------------------------------------------------------------------

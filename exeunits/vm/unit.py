@@ -1,0 +1,615 @@
+"""The vm exe-unit: one activity's container on the Docker engine, driven by exe-script commands.
+
+``deploy`` prepares the task package's image (see ``image.py``) and creates a container
+from it: no network unless the agreement allows it, the agreement's memory and cpu
+limits, one host folder per volume the image declares (under ``<workdir>/volumes``), and
+a shell loop as its main process so that ``run`` can execute commands in it. ``start``
+starts it; ``run`` executes ``entry_point args...`` inside with output going to the same
+files (and stream events) as the wasmtime exe-unit's; ``transfer`` moves files between
+http(s) URLs and ``container:/path``; ``close`` removes the container and its folders::
+
+    unit = VmExeUnit(args, out)          # args: the child's parsed arguments
+    unit.deploy({}); unit.start({})
+    stdout, stderr, _ = unit.run("batch-1", 0, {"entry_point": "/bin/echo", "args": ["hi"]})
+    unit.close()
+
+Every container carries the labels ``loam.activity=<workdir name>`` and
+``loam.root=<workdir's parent>``; ``sweep()`` removes the containers that a killed child
+left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import codecs
+import contextlib
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import structlog
+
+from exeunits.vm import cgroups, files
+from protocol.activity import ChildEvent
+from protocol.errors import ExeUnitError
+
+if TYPE_CHECKING:
+    import docker
+
+    from exeunits.framing import FrameWriter
+    from exeunits.vm.image import VmImage
+    from protocol.activity import ChildRunBatch
+
+__all__ = [
+    "ACTIVITY_LABEL",
+    "ROOT_LABEL",
+    "RUNTIME_NAME",
+    "DEFAULT_PIDS_LIMIT",
+    "VmExeUnit",
+    "connect",
+    "engine_available",
+    "sweep",
+]
+
+RUNTIME_NAME = "vm"
+ACTIVITY_LABEL = "loam.activity"
+ROOT_LABEL = "loam.root"
+# A fork bomb in one container must not exhaust the provider's process table.
+DEFAULT_PIDS_LIMIT = 4096
+_DEFAULT_MAX_TRANSFER_BYTES = 256 * 1024 * 1024
+_ENGINE_TIMEOUT_S = 120.0
+# The container's main process: it only waits to be told to stop, so that `run` can
+# execute commands beside it.
+_INIT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+# After killing a command that overran its wall-clock limit, how long its output may take
+# to end before the whole container goes (a process that escaped the kill holds it open).
+_KILL_GRACE_S = 2.0
+# get_archive reports Go's os.FileMode: directory, symlink, device, named pipe, socket,
+# char device and irregular are type bits; a regular file has none of them.
+_GO_FILE_TYPE_BITS = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
+
+
+def connect(timeout_s: float = _ENGINE_TIMEOUT_S) -> docker.DockerClient:
+    """A client of the local Docker engine (``DOCKER_HOST`` or the default socket) that has answered a ping.
+
+    Raises:
+        ExeUnitError: the docker SDK is missing or no engine answers.
+    """
+    try:
+        import docker
+    except ImportError as exc:
+        raise ExeUnitError("the vm runtime needs the docker package (pip install docker)") from exc
+    try:
+        client = docker.from_env(timeout=int(timeout_s))
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise ExeUnitError(f"no Docker engine answers: {exc}") from exc
+    return client
+
+
+def engine_available() -> bool:
+    """True when a Docker engine answers here (the provider offers the vm runtime only then)."""
+    try:
+        connect(timeout_s=5).close()
+    except ExeUnitError:
+        return False
+    return True
+
+
+def sweep(client: docker.DockerClient, label: str = ACTIVITY_LABEL) -> list[str]:
+    """Remove every container (running or not) carrying ``label``; returns their ids.
+
+    ``label`` is a key (``loam.activity``: every activity container on this engine) or
+    ``key=value`` (``loam.activity=<id>``: one activity's; ``loam.root=<dir>``: one node's).
+
+        >>> sweep(client, f"{ROOT_LABEL}={activities_dir}")   # at node start: what a killed node left
+
+    Raises:
+        ExeUnitError: the engine does not answer.
+    """
+    import docker.errors
+
+    try:
+        found = client.api.containers(all=True, quiet=True, filters={"label": label})
+    except docker.errors.DockerException as exc:
+        raise ExeUnitError(f"cannot list the containers labelled {label}: {exc}") from exc
+    removed = []
+    for entry in found:
+        container_id = entry["Id"]
+        if _remove_container(client, container_id):
+            removed.append(container_id)
+    if removed:
+        structlog.get_logger().bind(component="vm").info("vm_containers_swept", label=label, count=len(removed))
+    return removed
+
+
+class VmExeUnit:
+    """Runs exe-script commands for one activity in a container on the Docker engine."""
+
+    def __init__(
+        self, args: argparse.Namespace, out: FrameWriter, *, client: docker.DockerClient | None = None
+    ) -> None:
+        self._out = out
+        self.workdir = Path(args.workdir).absolute()
+        self.state = "Initialized"
+        self._package: str = args.package
+        self._cache_dir: str | None = getattr(args, "cache_dir", None)
+        self._memory_bytes: int | None = getattr(args, "memory_bytes", None)
+        self._storage_bytes: int | None = getattr(args, "storage_bytes", None)
+        self._wall_s: float | None = getattr(args, "wall_s", None)
+        self._cpus: float | None = getattr(args, "cpus", None)
+        self._allow_network: bool = bool(getattr(args, "allow_network", False))
+        self._max_package_bytes: int = getattr(args, "max_package_bytes", None) or _DEFAULT_MAX_TRANSFER_BYTES
+        self._client = client
+        self._container_id: str | None = None
+        self._volumes: dict[str, Path] = {}  # guest path -> host folder
+        self.image: VmImage | None = None
+        self._peak_memory_bytes = 0
+        self._cpu_s = 0.0
+        self._cgroup_dirs: dict[str, Path] = {}
+        self._log = structlog.get_logger().bind(component="vm", activity=self.workdir.name)
+        # A child that returns from main() (shutdown, stdin closed) must not leave its
+        # container behind; a killed child's is for sweep().
+        atexit.register(self.close)
+
+    @property
+    def container_id(self) -> str | None:
+        """The id of the activity's container, once deployed (None after close)."""
+        return self._container_id
+
+    @property
+    def volumes(self) -> dict[str, Path]:
+        """The image's volumes: container path -> host folder."""
+        return dict(self._volumes)
+
+    # -- commands -----------------------------------------------------------------------
+
+    def deploy(self, params: dict[str, Any]) -> str:
+        """Prepare the image and create the container (state Deployed).
+
+        Raises:
+            ExeUnitError: see ``prepare_image``; a bad ``env``; the engine refuses the container.
+        """
+        import docker.errors
+        from docker.types import Mount
+
+        from exeunits.vm.image import prepare_image
+
+        if self.state != "Initialized":
+            raise ExeUnitError(f"deploy needs state Initialized, the activity is {self.state}")
+        env = params.get("env") or {}
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ExeUnitError("deploy env must be a map of strings")
+        if any(not k or "=" in k or "\0" in k + v for k, v in env.items()):
+            raise ExeUnitError("deploy env names must be non-empty and free of '=' and NUL")
+        hostname = params.get("hostname")
+        if hostname is not None and (not isinstance(hostname, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", hostname)):
+            raise ExeUnitError("deploy hostname must be a host name")
+        client = self._engine()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            image = prepare_image(
+                client, self._package, self.workdir / "download",
+                max_package_bytes=self._max_package_bytes, lock_dir=self._cache_dir,
+            )
+        finally:
+            shutil.rmtree(self.workdir / "download", ignore_errors=True)
+        mounts = []
+        volumes_root = self.workdir / "volumes"
+        for i, guest in enumerate(image.config["Volumes"]):
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", guest.strip("/"))[:60]
+            host = volumes_root / f"{i}-{slug}"
+            host.mkdir(parents=True, exist_ok=True)
+            self._volumes[guest] = host
+            # Mount, not a "host:guest:rw" bind string: a colon in a path cannot change its meaning.
+            mounts.append(Mount(target=guest, source=str(host), type="bind"))
+        host_config = client.api.create_host_config(
+            mounts=mounts,
+            network_mode="bridge" if self._allow_network else "none",
+            mem_limit=self._memory_bytes,
+            # The same value: no swap on top of the memory limit.
+            memswap_limit=self._memory_bytes,
+            nano_cpus=int(self._cpus * 1e9) if self._cpus else None,
+            pids_limit=DEFAULT_PIDS_LIMIT,
+            security_opt=["no-new-privileges"],
+            init=True,  # docker-init as pid 1 reaps what `run` commands leave behind
+            auto_remove=False,
+        )
+        labels = {ACTIVITY_LABEL: self.workdir.name, ROOT_LABEL: str(self.workdir.parent)}
+        try:
+            created = client.api.create_container(
+                image.id,
+                entrypoint=["/bin/sh", "-c", _INIT],
+                command=[],
+                environment=env,
+                labels=labels,
+                hostname=hostname,
+                host_config=host_config,
+                network_disabled=not self._allow_network,
+            )
+        except docker.errors.DockerException as exc:
+            raise ExeUnitError(f"the Docker engine refused a container of image {image.tag}: {_explain(exc)}") from exc
+        self._container_id = created["Id"]
+        self.image = image
+        self.state = "Deployed"
+        self._log.info("vm_deployed", image=image.tag, cached=image.cached, container=created["Id"][:12])
+        how = "cached" if image.cached else "downloaded and imported"
+        return f"deployed image {image.tag} ({how}), volumes: {', '.join(self._volumes) or 'none'}"
+
+    def start(self, params: dict[str, Any]) -> str:
+        """Start the container (state Ready).
+
+        Raises:
+            ExeUnitError: not deployed, or the container does not start (an image without /bin/sh).
+        """
+        import docker.errors
+
+        if self.state != "Deployed" or self._container_id is None:
+            raise ExeUnitError(f"start needs state Deployed, the activity is {self.state}")
+        api = self._engine().api
+        try:
+            api.start(self._container_id)
+            pid = int(api.inspect_container(self._container_id)["State"].get("Pid") or 0)
+        except docker.errors.DockerException as exc:
+            raise ExeUnitError(f"the container does not start (the image needs /bin/sh): {_explain(exc)}") from exc
+        self._cgroup_dirs = cgroups.cgroup_dirs(pid) if pid > 0 else {}
+        self.state = "Ready"
+        return "started"
+
+    def run(self, batch_id: str, index: int, params: dict[str, Any]) -> tuple[str, str, str]:
+        """Execute ``entry_point args...`` in the container; returns (stdout tail, stderr tail, message).
+
+        Raises:
+            _CommandFailed: the command exited with a non-zero code (carries its output).
+            ExeUnitError: bad parameters, not Ready, or the container is gone.
+        """
+        import docker.errors
+
+        from exeunits.child import _CommandFailed
+
+        if self.state != "Ready" or self._container_id is None:
+            raise ExeUnitError(f"run needs state Ready (deploy and start first), the activity is {self.state}")
+        entry = params.get("entry_point")
+        args = params.get("args", [])
+        if not isinstance(entry, str) or not entry or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ExeUnitError("run needs entry_point (a string) and args (a list of strings)")
+        if "\0" in entry or any("\0" in a for a in args):
+            raise ExeUnitError("run: NUL characters are not allowed in entry_point or args")
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        out_path, err_path = logs / f"{batch_id}-{index}.out", logs / f"{batch_id}-{index}.err"
+        capture = params.get("capture") or {}
+        streaming = isinstance(capture, dict) and any(isinstance(v, dict) and "stream" in v for v in capture.values())
+        self._out.write(ChildEvent(batch_id, index, "started", entry, None, None))
+        api = self._engine().api
+        watchdog: _Watchdog | None = None
+        try:
+            exec_id = api.exec_create(self._container_id, [entry, *args], stdout=True, stderr=True, tty=False)["Id"]
+            with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:
+                decoders = {k: codecs.getincrementaldecoder("utf-8")("replace") for k in ("stdout", "stderr")}
+                chunks = api.exec_start(exec_id, stream=True, demux=True)
+                if self._wall_s:
+                    watchdog = _Watchdog(self, exec_id, self._wall_s)
+                for out_chunk, err_chunk in chunks:
+                    for kind, chunk, file in (("stdout", out_chunk, out_file), ("stderr", err_chunk, err_file)):
+                        if not chunk:
+                            continue
+                        file.write(chunk)
+                        file.flush()
+                        if streaming:
+                            text = decoders[kind].decode(chunk)
+                            if text:
+                                self._out.write(ChildEvent(batch_id, index, kind, text, None, None))
+            if watchdog is not None:
+                watchdog.cancel()
+            code = -1 if watchdog is not None and watchdog.fired else self._exit_code(exec_id)
+        except (docker.errors.DockerException, OSError) as exc:
+            if watchdog is not None:
+                watchdog.cancel()
+            if watchdog is None or not watchdog.fired:
+                message = f"the container cannot run commands: {_explain(exc)}"
+                self._out.write(ChildEvent(batch_id, index, "finished", "", -1, message))
+                raise ExeUnitError(f"run {entry}: {message}") from exc
+            code = -1
+        stdout, stderr = files.tail(out_path), files.tail(err_path)
+        if watchdog is not None and watchdog.fired:
+            message = f"wall-clock limit of {self._wall_s:g} s exceeded; {entry} was killed"
+            if watchdog.removed_container:
+                message += " with its container (a process it started would not stop)"
+        else:
+            message = None if code == 0 else _exit_message(entry, code, self._memory_bytes)
+        self._out.write(ChildEvent(batch_id, index, "finished", "", code, message))
+        if message is not None:
+            raise _CommandFailed(f"run {entry}: {message}", stdout, stderr)
+        return stdout, stderr, ""
+
+    def transfer(self, params: dict[str, Any]) -> str:
+        """Copy a file between an http(s) URL and ``container:/path``, or within the container.
+
+        Paths inside a volume go through its host folder; others through the engine's
+        archive API. ``.``/``..`` components and symlinks on the host side are refused.
+
+        Raises:
+            ExeUnitError: bad URLs, a path outside the container, a failed or oversized transfer.
+        """
+        src, dst = params.get("from"), params.get("to")
+        if not isinstance(src, str) or not isinstance(dst, str):
+            raise ExeUnitError("transfer needs from and to")
+        if self.state not in ("Deployed", "Ready") or self._container_id is None:
+            raise ExeUnitError(f"transfer needs a deployed activity, the activity is {self.state}")
+        src_scheme, dst_scheme = urllib.parse.urlparse(src).scheme, urllib.parse.urlparse(dst).scheme
+        if src_scheme in ("http", "https", "container") and dst_scheme == "container":
+            dst_parts = files.container_parts(dst)
+            with tempfile.TemporaryFile(dir=self.workdir) as tmp:
+                if src_scheme == "container":
+                    self._read_container_file(src, files.container_parts(src), tmp)
+                else:
+                    files.download_to(src, tmp, self._transfer_cap())
+                tmp.seek(0)
+                self._write_container_file(dst, dst_parts, tmp)
+            return f"{'copied' if src_scheme == 'container' else 'fetched'} {src} to {dst}"
+        if src_scheme == "container" and dst_scheme in ("http", "https"):
+            with tempfile.TemporaryFile(dir=self.workdir) as tmp:
+                size = self._read_container_file(src, files.container_parts(src), tmp)
+                tmp.seek(0)
+                request = urllib.request.Request(dst, data=tmp, method="PUT", headers={"Content-Length": str(size)})
+                try:
+                    with urllib.request.urlopen(request, timeout=files.HTTP_TIMEOUT_S):
+                        pass
+                except (OSError, ValueError) as exc:
+                    raise ExeUnitError(f"cannot upload to {dst}: {exc}") from None
+            return f"uploaded {src} to {dst}"
+        raise ExeUnitError(f"transfer from {src_scheme or src!r} to {dst_scheme or dst!r} is not supported by this exe-unit")
+
+    def terminate(self, params: dict[str, Any] | None = None) -> str:
+        """Remove the container and its volumes (state Terminated)."""
+        self.close()
+        return "terminated"
+
+    def run_batch(self, batch: ChildRunBatch) -> None:
+        """Run a batch's commands in order, as the wasmtime exe-unit does (the loop is runtime-neutral)."""
+        from exeunits.child import WasmExeUnit
+
+        WasmExeUnit.run_batch(self, batch)  # type: ignore[arg-type]
+        if self.state == "Terminated":
+            self.close()
+
+    def storage_used_bytes(self) -> int:
+        """Disk the activity uses: its files on the host (volumes, logs) and what the container wrote to its own layer."""
+        import docker.errors
+
+        used = 0
+        for root, _dirs, names in os.walk(self.workdir):
+            for name in names:
+                with contextlib.suppress(OSError):
+                    st = os.lstat(os.path.join(root, name))
+                    if stat.S_ISREG(st.st_mode):
+                        used += st.st_size
+        if self._container_id is not None and self._client is not None:
+            try:
+                found = self._client.api.containers(all=True, size=True, filters={"id": self._container_id})
+            except docker.errors.DockerException:
+                found = []
+            used += sum(int(c.get("SizeRw") or 0) for c in found)
+        return used
+
+    def check_storage(self) -> None:
+        """Raises ExeUnitError when the activity's files outgrew the disk limit (checked after run and transfer)."""
+        if self._storage_bytes is not None and self.storage_used_bytes() > self._storage_bytes:
+            raise ExeUnitError(f"the activity's files exceed the storage limit of {self._storage_bytes} bytes")
+
+    def _transfer_cap(self) -> int:
+        if self._storage_bytes is None:
+            return self._max_package_bytes
+        return max(0, min(self._max_package_bytes, self._storage_bytes - self.storage_used_bytes()))
+
+    def usage(self) -> tuple[float, int]:
+        """(cpu seconds, peak memory bytes) of the container so far; zeros before it started.
+
+        Read from the container's cgroup when this process can see it (microseconds), else
+        from the engine's stats (which waits for its next sample, up to a second).
+        """
+        import docker.errors
+
+        if self._container_id is None or self._client is None or self.state != "Ready":
+            return self._cpu_s, self._peak_memory_bytes
+        sample = cgroups.cgroup_usage(self._cgroup_dirs) if self._cgroup_dirs else None
+        if sample is None:
+            try:
+                stats = self._client.api.stats(self._container_id, stream=False, one_shot=True)
+            except docker.errors.DockerException:
+                return self._cpu_s, self._peak_memory_bytes
+            cpu_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0
+            memory = stats.get("memory_stats") or {}
+            sample = cpu_ns / 1e9, int(memory.get("max_usage") or memory.get("usage") or 0)
+        self._cpu_s = max(self._cpu_s, sample[0])
+        self._peak_memory_bytes = max(self._peak_memory_bytes, sample[1])
+        return self._cpu_s, self._peak_memory_bytes
+
+    def close(self) -> None:
+        """Remove the container (killing what runs in it) and the volume folders; idempotent."""
+        container_id, self._container_id = self._container_id, None
+        if container_id is not None and self._client is not None:
+            _remove_container(self._client, container_id)
+            self._log.info("vm_container_removed", container=container_id[:12])
+        shutil.rmtree(self.workdir / "volumes", ignore_errors=True)
+        self._volumes.clear()
+        self.state = "Terminated"
+        atexit.unregister(self.close)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _engine(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def _exit_code(self, exec_id: str) -> int:
+        # The output stream ends when the process closes it; its exit is recorded a moment later.
+        for _ in range(100):
+            info = self._engine().api.exec_inspect(exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info["ExitCode"])
+            time.sleep(0.01)
+        return -1
+
+    def _volume_of(self, parts: list[str]) -> tuple[Path, list[str]] | None:
+        """The host folder and the remaining parts when ``parts`` lies inside a volume (the innermost one)."""
+        best: tuple[Path, list[str]] | None = None
+        for guest, host in self._volumes.items():
+            guest_parts = [p for p in guest.split("/") if p]
+            if parts[: len(guest_parts)] == guest_parts and len(parts) > len(guest_parts):
+                if best is None or len(parts) - len(guest_parts) < len(best[1]):
+                    best = host, parts[len(guest_parts):]
+        return best
+
+    def _read_container_file(self, url: str, parts: list[str], dest: IO[bytes]) -> int:
+        """Copy the container file at ``parts`` into ``dest``; returns its size."""
+        import docker.errors
+
+        inside = self._volume_of(parts)
+        if inside is not None:
+            fd = files.open_beneath(inside[0], inside[1], url, writing=False)
+            with open(fd, "rb") as f:
+                return files.copy_capped(f, dest, self._max_package_bytes, url)
+        try:
+            stream, info = self._engine().api.get_archive(self._container_id, "/" + "/".join(parts))
+        except docker.errors.NotFound:
+            raise ExeUnitError(f"{url}: no such file in the container") from None
+        except docker.errors.DockerException as exc:
+            raise ExeUnitError(f"{url}: cannot read it from the container: {_explain(exc)}") from exc
+        if int(info.get("mode", 0)) & _GO_FILE_TYPE_BITS:
+            files.drain(stream)
+            raise ExeUnitError(f"{url}: not a regular file")
+        if int(info.get("size", 0)) > self._max_package_bytes:
+            files.drain(stream)
+            raise ExeUnitError(f"{url}: {info['size']} bytes is larger than the limit of {self._max_package_bytes} bytes")
+        with files.ChunkReader(stream) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+            for member in tar:
+                if member.isfile():
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    return files.copy_capped(f, dest, self._max_package_bytes, url)
+        raise ExeUnitError(f"{url}: not a regular file")
+
+    def _write_container_file(self, url: str, parts: list[str], src: IO[bytes]) -> None:
+        """Write ``src`` to the container file at ``parts`` (its folder must exist unless in a volume)."""
+        import docker.errors
+
+        inside = self._volume_of(parts)
+        if inside is not None:
+            fd = files.open_beneath(inside[0], inside[1], url, writing=True)
+            with open(fd, "wb") as f:
+                files.copy_capped(src, f, self._max_package_bytes, url)
+            return
+        size = src.seek(0, os.SEEK_END)
+        src.seek(0)
+        with tempfile.TemporaryFile(dir=self.workdir) as archive:
+            with tarfile.open(fileobj=archive, mode="w") as tar:
+                info = tarfile.TarInfo(parts[-1])
+                info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+                tar.addfile(info, src)
+            archive.seek(0)
+            folder = "/" + "/".join(parts[:-1])
+            try:
+                ok = self._engine().api.put_archive(self._container_id, folder, archive)
+            except docker.errors.NotFound:
+                raise ExeUnitError(f"{url}: the folder {folder} does not exist in the container") from None
+            except docker.errors.DockerException as exc:
+                raise ExeUnitError(f"{url}: cannot write it into the container: {_explain(exc)}") from exc
+            if not ok:
+                raise ExeUnitError(f"{url}: the engine did not write it")
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+class _Watchdog:
+    """Kills a `run` command that overruns the wall-clock limit: its process tree first, the container if need be."""
+
+    def __init__(self, unit: VmExeUnit, exec_id: str, wall_s: float) -> None:
+        self._unit = unit
+        self._exec_id = exec_id
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self.fired = False
+        self.removed_container = False
+        self._thread = threading.Thread(target=self._watch, args=(wall_s,), daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Stop watching; once it fired, wait until it has finished killing."""
+        with self._lock:
+            self._done.set()
+        if self.fired:
+            self._thread.join(_ENGINE_TIMEOUT_S)
+
+    def _watch(self, wall_s: float) -> None:
+        if self._done.wait(wall_s):
+            return
+        with self._lock:
+            # The command may have ended just as the limit passed: then it was in time.
+            if self._done.is_set():
+                return
+            self.fired = True
+        killed = 0
+        client, container_id = self._unit._client, self._unit.container_id
+        try:
+            info = client.api.exec_inspect(self._exec_id) if client is not None and container_id else {}
+            if info.get("Running") and int(info.get("Pid") or 0) > 0:
+                killed = cgroups.kill_tree(int(info["Pid"]), container_id or "")
+        except Exception:  # noqa: BLE001 - any failure here falls back to removing the container
+            killed = 0
+        if killed and self._done.wait(_KILL_GRACE_S):
+            return
+        # Not allowed to signal the container's processes, or one of them escaped and keeps
+        # the output open: only removing the container ends the command.
+        self.removed_container = True
+        self._unit.close()
+
+
+def _remove_container(client: docker.DockerClient, container_id: str) -> bool:
+    """Force-remove a container and its anonymous volumes; False when it was already gone."""
+    import docker.errors
+
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+        return True
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409 and "in progress" in str(exc):
+            return False
+        structlog.get_logger().bind(component="vm").error("vm_container_not_removed", container=container_id[:12], error=str(exc))
+        return False
+    except docker.errors.DockerException as exc:
+        structlog.get_logger().bind(component="vm").error("vm_container_not_removed", container=container_id[:12], error=str(exc))
+        return False
+
+
+def _exit_message(entry: str, code: int, memory_bytes: int | None) -> str:
+    if code == 126:
+        return f"{entry} cannot be executed in the container (exit code 126)"
+    if code == 127:
+        return f"{entry} was not found in the container (exit code 127)"
+    if code == 137 and memory_bytes:
+        return f"{entry} was killed (exit code 137: SIGKILL, likely over the memory limit of {memory_bytes} bytes)"
+    if code > 128:
+        return f"{entry} was killed by signal {code - 128} (exit code {code})"
+    return f"{entry} exited with code {code}"
+
+
+def _explain(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)
+
