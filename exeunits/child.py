@@ -15,6 +15,7 @@ import os
 import queue
 import resource
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -127,6 +128,18 @@ class WasmExeUnit:
         self._env = dict(env)
         self.state = "Deployed"
         return f"deployed package {self._package.id} ({len(self._package.entry_points)} entry points)"
+
+    def terminate(self, params: dict[str, Any] | None = None) -> str:
+        """End the activity (the node removes its work dir)."""
+        self.state = "Terminated"
+        return "terminated"
+
+    def usage(self) -> tuple[float, int] | None:
+        """(cpu seconds, peak memory bytes) of the workload, or None when this process's own usage is it."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to clean up: the workload lives in this process."""
 
     def start(self, params: dict[str, Any]) -> str:
         if self.state != "Deployed":
@@ -273,10 +286,10 @@ class WasmExeUnit:
                 elif name == "transfer":
                     message = self.transfer(params)
                 elif name == "terminate":
+                    message = self.terminate({})
                     self.state = "Terminated"
-                    message = "terminated"
                 else:  # sign
-                    raise ExeUnitError("the sign command is not supported by the wasmtime exe-unit")
+                    raise ExeUnitError("the sign command is not supported by this exe-unit")
                 if name in ("run", "transfer"):
                     self.check_storage()
             except (NodeError, OSError) as exc:
@@ -312,11 +325,14 @@ def _split_command(command: Any) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
-def _usage_loop(out: FrameWriter, started: float, stop: threading.Event) -> None:
+def _usage_loop(unit: Any, out: FrameWriter, started: float, stop: threading.Event) -> None:
     while not stop.wait(1.0):
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        workload = unit.usage()
+        if workload is None:  # the workload runs in this process
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            workload = (own.ru_utime + own.ru_stime, own.ru_maxrss * 1024)
         try:
-            out.write(ChildUsage(usage.ru_utime + usage.ru_stime, time.monotonic() - started, usage.ru_maxrss * 1024))
+            out.write(ChildUsage(workload[0], time.monotonic() - started, workload[1]))
         except OSError:
             return
 
@@ -324,7 +340,9 @@ def _usage_loop(out: FrameWriter, started: float, stop: threading.Event) -> None
 def main(argv: list[str] | None = None) -> int:
     """Run the child until told to shut down or stdin closes."""
     parser = argparse.ArgumentParser(description="Loam exe-unit child process")
-    parser.add_argument("--runtime", choices=["wasmtime"], required=True)
+    parser.add_argument("--runtime", choices=["wasmtime", "vm"], required=True)
+    parser.add_argument("--cpus", type=float, default=None, help="(vm) cpu cores the container may use")
+    parser.add_argument("--allow-network", action="store_true", help="(vm) give the container a network")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--cache-dir", required=True)
     parser.add_argument("--package", required=True, help="hash:sha3:<sha3-224 hex>:<url>")
@@ -341,8 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.workdir, exist_ok=True)
     started = time.monotonic()
     stop = threading.Event()
-    threading.Thread(target=_usage_loop, args=(out, started, stop), daemon=True).start()
-    unit = WasmExeUnit(args, out)
+    if args.runtime == "vm":
+        from exeunits.vm.unit import VmExeUnit
+
+        unit: Any = VmExeUnit(args, out)
+    else:
+        unit = WasmExeUnit(args, out)
+    # The node stops a child with a shutdown frame or, failing that, a signal; either way
+    # the container (for vm) must go, and atexit does not run on SIGTERM by itself.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Thread(target=_usage_loop, args=(unit, out, started, stop), daemon=True).start()
     inbox: queue.Queue[Any] = queue.Queue()
 
     def read() -> None:
@@ -356,15 +382,18 @@ def main(argv: list[str] | None = None) -> int:
                 return
 
     threading.Thread(target=read, daemon=True).start()
-    while True:
-        msg = inbox.get()
-        if msg is None or isinstance(msg, ChildShutdown):
-            break
-        if isinstance(msg, ChildRunBatch):
-            unit.run_batch(msg)
-            if unit.state == "Terminated":
+    try:
+        while True:
+            msg = inbox.get()
+            if msg is None or isinstance(msg, ChildShutdown):
                 break
-    stop.set()
+            if isinstance(msg, ChildRunBatch):
+                unit.run_batch(msg)
+                if unit.state == "Terminated":
+                    break
+    finally:
+        stop.set()
+        unit.close()
     return 0
 
 

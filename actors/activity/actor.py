@@ -142,7 +142,10 @@ class ActivityActor(LoamActor):
         self._ticker: Ticker | None = None
 
     def start_up(self) -> None:
-        # Work dirs left by a node that was killed belong to activities that are gone.
+        # Work dirs (and containers) left by a node that was killed belong to activities
+        # that are gone.
+        if self._settings.provider.enabled and self._settings.provider.runtime == "vm":
+            _sweep_containers(f"loam.root={self._root.absolute()}", wait=True)
         if self._root.exists():
             shutil.rmtree(self._root, ignore_errors=True)
         self._root.mkdir(parents=True, exist_ok=True)
@@ -284,9 +287,9 @@ class ActivityActor(LoamActor):
             return
         runtime = terms.offer_properties.get("golem.runtime.name")
         package = terms.demand_properties.get("golem.srv.comp.task_package")
-        if runtime != "wasmtime" or not isinstance(package, str):
+        if runtime not in ("wasmtime", "vm") or not isinstance(package, str):
             why = (
-                f"runtime {runtime!r} is not available here yet" if runtime != "wasmtime"
+                f"runtime {runtime!r} is not one this node runs" if runtime not in ("wasmtime", "vm")
                 else "the demand has no golem.srv.comp.task_package"
             )
             self._net.send(sender, _ended(msg.activity_id, why, msg.agreement_id))
@@ -299,11 +302,14 @@ class ActivityActor(LoamActor):
         storage_gib = terms.offer_properties.get("golem.inf.storage.gib", 1.0)
         wall_s = max(1.0, min(self._settings.provider.max_run_s, (expires_ms - now_ms()) / 1000))
         cmd = [
-            sys.executable, "-m", "exeunits.child", "--runtime", "wasmtime", "--workdir", str(workdir),
+            sys.executable, "-m", "exeunits.child", "--runtime", str(runtime), "--workdir", str(workdir),
             "--cache-dir", str(self._cache_dir), "--package", package,
             "--memory-bytes", str(int(float(mem_gib) * 2**30)), "--wall-s", f"{wall_s:.3f}",
             "--storage-bytes", str(int(float(storage_gib) * 2**30)),
         ]
+        threads = terms.offer_properties.get("golem.inf.cpu.threads")
+        if runtime == "vm" and isinstance(threads, (int, float)):
+            cmd += ["--cpus", str(threads)]
         log = open(workdir / "exeunit.log", "ab")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -390,12 +396,18 @@ class ActivityActor(LoamActor):
             run.writer.write(ChildShutdown())
         except OSError:
             pass
-        # A child in the middle of a command would only read the shutdown after it: kill it.
+        # A child in the middle of a command would only read the shutdown after it: stop it
+        # with a signal (it removes its container on the way out), and kill it if it lingers.
         try:
             run.proc.wait(0.1 if busy else _STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            run.proc.kill()
-            run.proc.wait(5)
+            run.proc.terminate()
+            try:
+                run.proc.wait(_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                run.proc.kill()
+                run.proc.wait(5)
+                _sweep_containers(f"loam.activity={run.activity_id}", wait=False)
         shutil.rmtree(run.workdir, ignore_errors=True)
         for batch_id in run.order:
             results = run.batches[batch_id]
@@ -439,6 +451,27 @@ class ActivityActor(LoamActor):
                     self._net.send(view.provider_id, ActivityCreate(view.activity_id, view.agreement_id))
                 else:
                     self._net.send(view.provider_id, ActivityQuery(view.activity_id))
+
+
+def _sweep_containers(label: str, *, wait: bool) -> None:
+    """Remove containers a killed exe-unit left behind (in a thread: engine calls are slow)."""
+
+    def sweep() -> None:
+        try:
+            from exeunits.vm.unit import connect, sweep as sweep_label
+
+            client = connect()
+            try:
+                sweep_label(client, label)
+            finally:
+                client.close()
+        except Exception:  # noqa: BLE001 - no engine, nothing to sweep
+            pass
+
+    thread = threading.Thread(target=sweep, name="loam-sweep", daemon=True)
+    thread.start()
+    if wait:
+        thread.join(30)
 
 
 def _ended(activity_id: str, reason: str, agreement_id: str = "") -> ActivityUpdate:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -62,8 +63,8 @@ def package(web: tuple[str, Path]) -> str:
     return f"hash:sha3:{digest}:{base}/programs.zip"
 
 
-def _agreement(requestor: NodeProcess, provider: NodeProcess, task_package: str) -> str:
-    """Negotiate an approved agreement for a wasmtime activity running task_package."""
+def _agreement(requestor: NodeProcess, provider: NodeProcess, task_package: str, runtime: str = "wasmtime") -> str:
+    """Negotiate an approved agreement for an activity of runtime running task_package."""
     wait_for("the provider's offer", lambda: market_call(requestor, "known_offers", {}), 15)
     props = {
         "golem.node.debug.subnet": "public",
@@ -71,7 +72,7 @@ def _agreement(requestor: NodeProcess, provider: NodeProcess, task_package: str)
         f"golem.com.payment.platform.{PLATFORM}.address": requestor.node_id,
         "golem.srv.comp.task_package": task_package,
     }
-    sub = market_call(requestor, "subscribe_demand", {"properties": props, "constraints": "(golem.runtime.name=wasmtime)"})
+    sub = market_call(requestor, "subscribe_demand", {"properties": props, "constraints": f"(golem.runtime.name={runtime})"})
     initial = wait_for("an Initial proposal", lambda: market_call(requestor, "collect", {"sub_id": sub, "timeout_s": 1.0}), 15)
     market_call(requestor, "counter_proposal", {
         "sub_id": sub, "proposal_id": initial[0]["proposal"]["proposal_id"], "properties": props, "constraints": "()",
@@ -218,3 +219,38 @@ def test_a_runaway_program_is_stopped_and_the_requestor_told_why(testnet: Testne
     # The activity survives its runaway command.
     batch = activity(requestor, "exec", activity_id=activity_id, script=[{"run": {"entry_point": "hello", "args": []}}])
     assert activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=30)[0]["result"] == "Ok"
+
+
+def test_a_vm_activity_runs_commands_in_a_container_and_leaves_nothing(testnet: Testnet, tmp_path: Path) -> None:
+    from tests.images.support import FileServer, build_images, engine
+
+    client = engine()
+    images = build_images()
+    provider = testnet.add("vm-provider", env={"LOAM_PROVIDER__ENABLED": "true", "LOAM_PROVIDER__RUNTIME": "vm"})
+    requestor = testnet.add("requestor")
+    www = tmp_path / "vm-www"
+    www.mkdir()
+    shutil.copy(images / "busybox.gvmi", www / "busybox.gvmi")
+    (www / "data.txt").write_text(WORDS)
+    with FileServer(www) as server:
+        agreement_id = _agreement(requestor, provider, server.package("busybox.gvmi"), runtime="vm")
+        activity_id = activity(requestor, "create", agreement_id=agreement_id)["activity_id"]
+        script = [
+            {"deploy": {}},
+            {"start": {}},
+            {"transfer": {"from": f"{server.url}/data.txt", "to": "container:/golem/work/data.txt"}},
+            {"run": {"entry_point": "/bin/sh", "args": ["-c", "wc -w < /golem/work/data.txt; ls /sys/class/net"]}},
+        ]
+        batch = activity(requestor, "exec", activity_id=activity_id, script=script)
+        results = activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+        assert [r["result"] for r in results] == ["Ok"] * 4, [r["message"] for r in results]
+        words, *interfaces = results[3]["stdout"].split()
+        assert int(words) == len(WORDS.split())
+        assert interfaces == ["lo"]  # no network unless the agreement allows it
+        assert client.containers.list(all=True, filters={"label": f"loam.activity={activity_id}"})
+        activity(requestor, "destroy", activity_id=activity_id)
+        wait_for(
+            "the container to be removed",
+            lambda: not client.containers.list(all=True, filters={"label": f"loam.activity={activity_id}"}),
+            15,
+        )
