@@ -30,6 +30,11 @@ def probe_runtime(name: str) -> RuntimeProbe:
         except Exception as exc:  # noqa: BLE001 - any failure means: do not offer it
             return RuntimeProbe(name, False, "", f"wasmtime does not start: {exc}")
     if name == "vm":
+        import shutil
+
+        missing = [tool for tool in ("unsquashfs",) if shutil.which(tool) is None]
+        if missing:
+            return RuntimeProbe(name, False, "", f"{', '.join(missing)} is not installed (Debian: squashfs-tools)")
         try:
             import docker
 
