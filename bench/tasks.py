@@ -15,6 +15,7 @@ import functools
 import hashlib
 import http.server
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -47,12 +48,50 @@ def _serve(root: Path) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
+def _direct_wasm(wasm: Path, tasks: int, base: Path) -> list[float]:
+    """The same module, the same number of runs, in this process."""
+    runner = WasmRunner(base / "direct-cache")
+    times = []
+    for i in range(tasks + 5):
+        t0 = time.perf_counter()
+        outcome = runner.run(wasm, ["hello", str(i)], {}, {}, base / "d.out", base / "d.err")
+        assert outcome.ok, outcome.error
+        if i >= 5:
+            times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _direct_docker(digest: str, tasks: int) -> tuple[list[float], float]:
+    """`docker exec` of the task's command in a running container, and a bare `docker run` (median ms)."""
+    import docker
+
+    from exeunits.vm.image import image_tag
+
+    client = docker.from_env()
+    tag = image_tag(digest)
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        client.containers.run(tag, ["/bin/true"], network_mode="none", remove=True)
+        runs.append((time.perf_counter() - t0) * 1000)
+    container = client.containers.run(tag, ["/bin/sh", "-c", "sleep 600"], network_mode="none", detach=True)
+    try:
+        execs = []
+        for i in range(min(tasks, 50)):
+            t0 = time.perf_counter()
+            container.exec_run(["/bin/echo", str(i)])
+            execs.append((time.perf_counter() - t0) * 1000)
+    finally:
+        container.remove(force=True)
+    return execs, statistics.median(runs)
+
+
 def _activity(node: NodeProcess, method: str, **args: Any) -> Any:
     return node.call(ControlCall("activity", method, args), timeout_s=120).value
 
 
-def _agree(requestor: NodeProcess, provider_id: str, props: dict[str, Any]) -> str:
-    sub = market_call(requestor, "subscribe_demand", {"properties": props, "constraints": "(golem.runtime.name=wasmtime)"})
+def _agree(requestor: NodeProcess, provider_id: str, props: dict[str, Any], runtime: str) -> str:
+    sub = market_call(requestor, "subscribe_demand", {"properties": props, "constraints": f"(golem.runtime.name={runtime})"})
     try:
         initial = wait_for(
             "the provider's Initial proposal",
@@ -79,32 +118,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--providers", type=int, default=4)
     parser.add_argument("--tasks", type=int, default=200)
-    parser.add_argument("--runtime", choices=["wasmtime"], default="wasmtime")
+    parser.add_argument("--runtime", choices=["wasmtime", "vm"], default="wasmtime")
     parser.add_argument("--warmup", type=int, default=2, help="tasks per provider before measuring")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="loam-bench-tasks-"))
-    build = build_wasm_programs()
     www = base / "www"
     www.mkdir()
-    make_package(www / "bench.zip", {"hello": build / "hello.wasm"}, [("rw", "output")])
-    digest = hashlib.sha3_224((www / "bench.zip").read_bytes()).hexdigest()
-    task_package = f"hash:sha3:{digest}:{_serve(www)}/bench.zip"
+    if args.runtime == "wasmtime":
+        build = build_wasm_programs()
+        make_package(www / "bench.zip", {"hello": build / "hello.wasm"}, [("rw", "output")])
+        package_file, entry = "bench.zip", "hello"
+        direct_ms = _direct_wasm(build / "hello.wasm", args.tasks, base)
+    else:
+        from tests.images.support import build_images
 
-    # The direct figure: the same module, the same number of runs, one process.
-    runner = WasmRunner(base / "direct-cache")
-    direct_ms = []
-    for i in range(args.tasks + 5):
-        t0 = time.perf_counter()
-        outcome = runner.run(build / "hello.wasm", ["hello", str(i)], {}, {}, base / "d.out", base / "d.err")
-        assert outcome.ok, outcome.error
-        if i >= 5:
-            direct_ms.append((time.perf_counter() - t0) * 1000)
+        shutil.copy(build_images() / "busybox.gvmi", www / "busybox.gvmi")
+        package_file, entry = "busybox.gvmi", "/bin/echo"
+        direct_ms = []  # filled below: `docker exec` of the same command in a running container
+    digest = hashlib.sha3_224((www / package_file).read_bytes()).hexdigest()
+    task_package = f"hash:sha3:{digest}:{_serve(www)}/{package_file}"
 
     net = Testnet(base / "nodes")
     try:
         requestor = net.add("requestor", fast_timers=False)
         providers = [
-            net.add(f"provider-{i}", fast_timers=False, env={"LOAM_PROVIDER__ENABLED": "true"})
+            net.add(f"provider-{i}", fast_timers=False, env={"LOAM_PROVIDER__ENABLED": "true", "LOAM_PROVIDER__RUNTIME": args.runtime})
             for i in range(args.providers)
         ]
         wait_for("every offer", lambda: len(market_call(requestor, "known_offers", {})) >= args.providers, 60, 0.5)
@@ -115,17 +153,20 @@ def main() -> None:
             "golem.srv.comp.task_package": task_package,
         }
         activities = []
+        start_ms = []
         for provider in providers:
-            agreement_id = _agree(requestor, provider.node_id, props)
+            agreement_id = _agree(requestor, provider.node_id, props, args.runtime)
             activity_id = _activity(requestor, "create", agreement_id=agreement_id)["activity_id"]
+            t0 = time.perf_counter()
             batch = _activity(requestor, "exec", activity_id=activity_id, script=[{"deploy": {}}, {"start": {}}])
-            results = _activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+            results = _activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=120)
+            start_ms.append((time.perf_counter() - t0) * 1000)
             assert [r["result"] for r in results] == ["Ok", "Ok"], results
             activities.append(activity_id)
 
         def task(activity_id: str, i: int) -> float:
             t0 = time.perf_counter()
-            batch = _activity(requestor, "exec", activity_id=activity_id, script=[{"run": {"entry_point": "hello", "args": [str(i)]}}])
+            batch = _activity(requestor, "exec", activity_id=activity_id, script=[{"run": {"entry_point": entry, "args": [str(i)]}}])
             results = _activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
             assert results and results[-1]["result"] == "Ok", results
             return (time.perf_counter() - t0) * 1000
@@ -147,6 +188,18 @@ def main() -> None:
             _activity(requestor, "destroy", activity_id=activity_id)
     finally:
         net.stop_all()
+    extra: dict[str, Any] = {}
+    if args.runtime == "vm":
+        direct_ms, docker_run_ms = _direct_docker(digest, args.tasks)
+        # The first deploy imports the image; the later ones find it cached, as a bare
+        # `docker run` of an image already on the machine does.
+        cached_start = statistics.median(start_ms[1:] or start_ms)
+        extra = {
+            "container_start_ms": round(cached_start, 1),
+            "first_deploy_ms": round(start_ms[0], 1),
+            "docker_run_ms": round(docker_run_ms, 1),
+            "start_vs_docker_run": round(cached_start / docker_run_ms, 2),
+        }
     direct_mean = statistics.fmean(direct_ms)
     task_mean = statistics.fmean(latencies)
     result = {
@@ -160,6 +213,7 @@ def main() -> None:
         "task_ms_mean": round(task_mean, 1),
         "direct_run_ms_mean": round(direct_mean, 2),
         "overhead_ms_per_task": round(task_mean - direct_mean, 1),
+        **extra,
     }
     print(
         f"{result['tasks']} tasks on {args.providers} providers in {result['wall_s']} s "
