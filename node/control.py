@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import queue
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,16 +56,25 @@ def read_runtime(data_dir: Path) -> dict[str, Any]:
 
 Handler = Callable[[Message], Message]
 
+_server_ids = itertools.count()
+
 
 class ControlServer:
-    """Answers control requests on a REP socket, one at a time, on its own thread."""
+    """Answers control requests on a ROUTER socket; a small pool of worker threads runs the handlers.
 
-    def __init__(self, data_dir: Path, handlers: dict[type[Message], Handler], node_id: str) -> None:
+    One thread owns the sockets: it hands each request to the workers through a queue and
+    sends their answers back to the right client. Workers pass an answer to it over an
+    inproc PUSH socket they share under a lock (ZeroMQ sockets may change threads behind
+    a full memory barrier, which the lock is). So a long request, such as a gftp fetch,
+    holds up only its own worker, and clients (REQ sockets) see no difference.
+    """
+
+    def __init__(self, data_dir: Path, handlers: dict[type[Message], Handler], node_id: str, workers: int = 8) -> None:
         self.endpoint = control_endpoint(data_dir)
         self._handlers = handlers
         self._log = structlog.get_logger().bind(node_id=node_id, actor="control")
         self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.REP)
+        self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
         sock_path = Path(self.endpoint.removeprefix("ipc://"))
@@ -70,27 +82,80 @@ class ControlServer:
             sock_path.unlink()  # left by a node that was killed
         self._sock.bind(self.endpoint)
         os.chmod(sock_path, 0o600)
+        answers = f"inproc://loam-control-answers-{next(_server_ids)}"
+        self._answers = self._ctx.socket(zmq.PULL)
+        self._answers.setsockopt(zmq.LINGER, 0)
+        self._answers.bind(answers)
+        self._answer_out = self._ctx.socket(zmq.PUSH)
+        self._answer_out.setsockopt(zmq.LINGER, 0)
+        self._answer_out.connect(answers)
+        self._answer_lock = threading.Lock()
+        self._answer_closed = False
+        self._jobs: queue.Queue[list[bytes] | None] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loam-control", daemon=True)
+        self._workers = [
+            threading.Thread(target=self._work, name=f"loam-control-{i}", daemon=True) for i in range(max(1, workers))
+        ]
 
     def start(self) -> None:
         """Start serving."""
         self._thread.start()
+        for worker in self._workers:
+            worker.start()
 
     def stop(self) -> None:
-        """Stop serving and remove the socket."""
+        """Stop serving and remove the socket (a worker still running a handler is left to finish alone)."""
         self._stop.set()
         self._thread.join(5)
+        for _ in self._workers:
+            self._jobs.put(None)
+        deadline = time.monotonic() + 2.0
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._answer_lock:
+            self._answer_closed = True
+            self._answer_out.close(linger=0)
+        self._answers.close(linger=0)
         self._sock.close(linger=0)
         self._ctx.term()
         Path(self.endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
 
     def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._answers, zmq.POLLIN)
         while not self._stop.is_set():
-            if not self._sock.poll(200):
-                continue
-            data = self._sock.recv()
-            self._sock.send(encode(self._answer(data)))
+            ready = dict(poller.poll(200))
+            if self._sock in ready:
+                while True:
+                    try:
+                        frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if len(frames) >= 2:  # [client id, (empty delimiter,) request]
+                        self._jobs.put(frames)
+            if self._answers in ready:
+                while True:
+                    try:
+                        frames = self._answers.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        self._sock.send_multipart(frames, zmq.NOBLOCK)
+                    except zmq.ZMQError as exc:  # the client went away
+                        self._log.debug("control_answer_dropped", error=str(exc))
+
+    def _work(self) -> None:
+        while True:
+            frames = self._jobs.get()
+            if frames is None:
+                return
+            answer = encode(self._answer(frames[-1]))
+            with self._answer_lock:
+                if self._answer_closed:
+                    return
+                self._answer_out.send_multipart(frames[:-1] + [answer])
 
     def _answer(self, data: bytes) -> Message:
         try:

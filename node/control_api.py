@@ -1,10 +1,11 @@
-"""What ControlCall may reach: the market's and the provider agent's methods, with plain-data results."""
+"""What ControlCall may reach: the market's, the provider agent's, the activity's and gftp's methods, with plain-data results."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable
 
+from actors.gftp.api import control_methods as gftp_control_methods
 from actors.market.actor import wait_for_agreement
 from protocol.codec import Message, to_wire
 from protocol.control import ControlCall, ControlResult
@@ -31,7 +32,9 @@ def plain(value: Any) -> Any:
 class ControlApi:
     """Dispatches ControlCall requests to actor proxies; one method a name, arguments by keyword."""
 
-    def __init__(self, market: Any, provider: Any | None, ask_timeout_s: float, activity: Any = None) -> None:
+    def __init__(
+        self, market: Any, provider: Any | None, ask_timeout_s: float, activity: Any = None, gftp: Any = None
+    ) -> None:
         self._ask_s = ask_timeout_s
         self._market = market
         ask = self._ask
@@ -61,6 +64,8 @@ class ControlApi:
                 "destroy": self._activity_destroy,
                 "running": lambda: ask(activity.running()),
             }
+        if gftp is not None:
+            self._targets["gftp"] = gftp_control_methods(gftp, ask_timeout_s)
 
     def handle(self, call: ControlCall) -> ControlResult:
         """Run a call.

@@ -19,6 +19,7 @@ import pykka
 import structlog
 
 from actors.activity.actor import ActivityActor
+from actors.gftp.actor import GftpActor
 from actors.market.actor import MarketActor
 from actors.net.actor import NetActor
 from actors.provider.agent import ProviderAgentActor
@@ -69,6 +70,7 @@ class Node:
         self.net: Any = None  # NetActor proxy
         self.market: Any = None  # MarketActor proxy
         self.activity: Any = None  # ActivityActor proxy
+        self.gftp: Any = None  # GftpActor proxy
         self.provider: Any = None  # ProviderAgentActor proxy, when this node sells compute
 
     # -- assembly -------------------------------------------------------------------------
@@ -84,6 +86,7 @@ class Node:
         self.market = self._start_actor(
             MarketActor, self.identity, cfg, self.net, self._open_db(), on_actor_failure=fail
         ).proxy()
+        self.gftp = self._start_actor(GftpActor, self.identity, cfg, self.net, on_actor_failure=fail).proxy()
         self.activity = self._start_actor(
             ActivityActor, self.identity, cfg, self.net, self.market, on_actor_failure=fail
         ).proxy()
@@ -135,7 +138,9 @@ class Node:
             )
             return GossipList(entries)
 
-        api = ControlApi(self.market, self.provider, self.settings.actors.ask_timeout_s, activity=self.activity)
+        api = ControlApi(
+            self.market, self.provider, self.settings.actors.ask_timeout_s, activity=self.activity, gftp=self.gftp
+        )
         return {
             ControlCall: api.handle,
             NetStatusRequest: lambda req: ask(net.status()),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import protocol
-from protocol import activity, control, market, net
+from protocol import activity, control, gftp, market, net
 from protocol.codec import Message, encode, registered
 from protocol.identity import Identity
 
@@ -390,6 +390,10 @@ def exe_result(index: int = 2, result: str = "Ok", finished: bool = True) -> act
     return activity.ExeResult(index, T0_MS + 3_000 + index, "Error", "", "wc: cannot open", f"command {index} (run) failed", finished)
 
 
+GFTP_TRANSFER_ID = "2d" * 16
+GFTP_FILE_HASH = "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a"  # sha3-256 of b""
+GFTP_SLOT_ID = "3c" * 32
+
 SAMPLES: dict[str, Callable[[], Message]] = {
     # protocol.net
     net.PeerRecord.TYPE: peer_record,
@@ -470,6 +474,16 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     activity.ChildEvent.TYPE: lambda: activity.ChildEvent(BATCH_ID, 2, "stdout", "3 7 41\n", None, None),
     activity.ChildResult.TYPE: lambda: activity.ChildResult(BATCH_ID, exe_result(2, "Ok", True), "Ready"),
     activity.ChildUsage.TYPE: lambda: activity.ChildUsage(0.5, 3.25, 48 * 2**20),
+    # protocol.gftp
+    gftp.GftpRequestChunk.TYPE: lambda: gftp.GftpRequestChunk(GFTP_TRANSFER_ID, GFTP_FILE_HASH, 262_144, 262_144),
+    gftp.GftpChunk.TYPE: lambda: gftp.GftpChunk(GFTP_TRANSFER_ID, 262_144, b"word count input\n\x00\xff", 262_163),
+    gftp.GftpFailed.TYPE: lambda: gftp.GftpFailed(
+        GFTP_TRANSFER_ID, "refused", f"file {GFTP_FILE_HASH} is not published for node {CAROL.node_id}"
+    ),
+    gftp.GftpUploadChunk.TYPE: lambda: gftp.GftpUploadChunk(GFTP_TRANSFER_ID, GFTP_SLOT_ID, 0, b"3 7 41\n", 7),
+    gftp.GftpUploadAck.TYPE: lambda: gftp.GftpUploadAck(GFTP_TRANSFER_ID, 0, 7),
+    gftp.GftpUploadFinish.TYPE: lambda: gftp.GftpUploadFinish(GFTP_TRANSFER_ID, GFTP_SLOT_ID, 7, GFTP_FILE_HASH),
+    gftp.GftpUploadDone.TYPE: lambda: gftp.GftpUploadDone(GFTP_TRANSFER_ID, 7, GFTP_FILE_HASH),
 }
 
 
