@@ -340,7 +340,11 @@ class Compare(Constraint):
 
     def to_text(self) -> str:
         suffix = "" if self.type_suffix is None else "$" + self.type_suffix
-        return f"({self.attr}{suffix}{self.op}{self.value_text})"
+        value = self.value_text
+        if self.op in ("<", ">") and value.startswith("="):
+            # "(a<=)" would read back as "<=" with an empty value: escape the "=".
+            value = "\\" + value
+        return f"({self.attr}{suffix}{self.op}{value})"
 
 
 # -- values -------------------------------------------------------------------------------

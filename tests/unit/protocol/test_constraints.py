@@ -723,3 +723,11 @@ def test_hostile_values_take_linear_time() -> None:
     assert many_stars.evaluate({"a": "a" * 40 + "b"}) is T
     digits = parse("(a>=" + "1" * 30_000 + "x)")
     assert digits.evaluate({"a": 5}) is F
+
+
+def test_a_value_starting_with_an_equals_sign_prints_unambiguously() -> None:
+    # Found by test_text_round_trips: (a<=) read back as "<=" with an empty value.
+    for op in ("<", ">"):
+        c = Compare("a", op, "=")
+        assert parse(c.to_text()) == c
+        assert parse(c.to_text()).op == op
