@@ -79,6 +79,40 @@ def download(url: str, dest: Path, max_bytes: int, timeout_s: float = 60.0) -> s
     return digest.hexdigest()
 
 
+_GFTP_TIMEOUT_S = 600.0
+
+
+def gftp_fetch(node_data_dir: str | None, url: str, dest: Path, max_bytes: int) -> None:
+    """Fetch a gftp:// file through the local node (which speaks to the other node).
+
+    Raises:
+        ExeUnitError: no node to ask, or the transfer failed.
+    """
+    _gftp_call(node_data_dir, "fetch", {"url": url, "dest_path": str(dest.absolute()), "max_bytes": max_bytes,
+                                        "timeout_s": _GFTP_TIMEOUT_S})
+
+
+def gftp_upload(node_data_dir: str | None, path: Path, url: str) -> None:
+    """Send a file to a gftp:// upload slot through the local node.
+
+    Raises:
+        ExeUnitError: no node to ask, or the transfer failed.
+    """
+    _gftp_call(node_data_dir, "upload", {"path": str(path.absolute()), "url": url, "timeout_s": _GFTP_TIMEOUT_S})
+
+
+def _gftp_call(node_data_dir: str | None, method: str, args: dict[str, Any]) -> None:
+    from node.control import ControlClient
+    from protocol.control import ControlCall
+
+    if not node_data_dir:
+        raise ExeUnitError("gftp transfers need the node (this exe-unit was started without --node-data-dir)")
+    try:
+        ControlClient(Path(node_data_dir)).call(ControlCall("gftp", method, args), timeout_s=_GFTP_TIMEOUT_S + 30)
+    except NodeError as exc:
+        raise ExeUnitError(f"gftp {method} of {args.get('url')}: {exc}") from None
+
+
 def _tail(path: Path) -> str:
     try:
         size = path.stat().st_size
@@ -219,6 +253,12 @@ class WasmExeUnit:
             target = self._container_path(dst, writing=True)
             download(src, target, self._storage_left())
             return f"fetched {src} to {dst}"
+        if src_scheme == "gftp" and dst_scheme == "container":
+            gftp_fetch(self._args.node_data_dir, src, self._container_path(dst, writing=True), self._storage_left())
+            return f"fetched {src} to {dst}"
+        if src_scheme == "container" and dst_scheme == "gftp":
+            gftp_upload(self._args.node_data_dir, self._container_path(src, writing=False), dst)
+            return f"uploaded {src} to {dst}"
         if src_scheme == "container" and dst_scheme == "container":
             shutil.copyfile(self._container_path(src, writing=False), self._container_path(dst, writing=True))
             return f"copied {src} to {dst}"
@@ -351,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wall-s", type=float, default=None)
     parser.add_argument("--max-package-bytes", type=int, default=256 * 1024 * 1024)
     parser.add_argument("--storage-bytes", type=int, default=None, help="disk the activity's files may use")
+    parser.add_argument("--node-data-dir", default=None, help="the node's data dir, for gftp transfers through it")
     args = parser.parse_args(argv)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Nothing but frames may reach stdout: anything printed goes to stderr.

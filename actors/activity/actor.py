@@ -306,6 +306,7 @@ class ActivityActor(LoamActor):
             "--cache-dir", str(self._cache_dir), "--package", package,
             "--memory-bytes", str(int(float(mem_gib) * 2**30)), "--wall-s", f"{wall_s:.3f}",
             "--storage-bytes", str(int(float(storage_gib) * 2**30)),
+            "--node-data-dir", str(Path(self._settings.data_dir).absolute()),
         ]
         threads = terms.offer_properties.get("golem.inf.cpu.threads")
         if runtime == "vm" and isinstance(threads, (int, float)):

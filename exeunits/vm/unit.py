@@ -149,6 +149,7 @@ class VmExeUnit:
         self._wall_s: float | None = getattr(args, "wall_s", None)
         self._cpus: float | None = getattr(args, "cpus", None)
         self._allow_network: bool = bool(getattr(args, "allow_network", False))
+        self._node_data_dir: str | None = getattr(args, "node_data_dir", None)
         self._max_package_bytes: int = getattr(args, "max_package_bytes", None) or _DEFAULT_MAX_TRANSFER_BYTES
         self._client = client
         self._container_id: str | None = None
@@ -348,6 +349,8 @@ class VmExeUnit:
         if self.state not in ("Deployed", "Ready") or self._container_id is None:
             raise ExeUnitError(f"transfer needs a deployed activity, the activity is {self.state}")
         src_scheme, dst_scheme = urllib.parse.urlparse(src).scheme, urllib.parse.urlparse(dst).scheme
+        if "gftp" in (src_scheme, dst_scheme):
+            return self._gftp_transfer(src, dst, src_scheme, dst_scheme)
         if src_scheme in ("http", "https", "container") and dst_scheme == "container":
             dst_parts = files.container_parts(dst)
             with tempfile.TemporaryFile(dir=self.workdir) as tmp:
@@ -369,6 +372,24 @@ class VmExeUnit:
                 except (OSError, ValueError) as exc:
                     raise ExeUnitError(f"cannot upload to {dst}: {exc}") from None
             return f"uploaded {src} to {dst}"
+        raise ExeUnitError(f"transfer from {src_scheme or src!r} to {dst_scheme or dst!r} is not supported by this exe-unit")
+
+    def _gftp_transfer(self, src: str, dst: str, src_scheme: str, dst_scheme: str) -> str:
+        """gftp:// ↔ container:, through a file in the work dir and the local node."""
+        from exeunits.child import gftp_fetch, gftp_upload
+
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp_dir:
+            tmp = Path(tmp_dir) / "transfer"
+            if src_scheme == "gftp" and dst_scheme == "container":
+                gftp_fetch(self._node_data_dir, src, tmp, self._transfer_cap())
+                with open(tmp, "rb") as f:
+                    self._write_container_file(dst, files.container_parts(dst), f)
+                return f"fetched {src} to {dst}"
+            if src_scheme == "container" and dst_scheme == "gftp":
+                with open(tmp, "wb") as f:
+                    self._read_container_file(src, files.container_parts(src), f)
+                gftp_upload(self._node_data_dir, tmp, dst)
+                return f"uploaded {src} to {dst}"
         raise ExeUnitError(f"transfer from {src_scheme or src!r} to {dst_scheme or dst!r} is not supported by this exe-unit")
 
     def terminate(self, params: dict[str, Any] | None = None) -> str:

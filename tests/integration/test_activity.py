@@ -254,3 +254,25 @@ def test_a_vm_activity_runs_commands_in_a_container_and_leaves_nothing(testnet: 
             lambda: not client.containers.list(all=True, filters={"label": f"loam.activity={activity_id}"}),
             15,
         )
+
+
+def test_files_move_by_gftp_over_loams_network(pair: tuple[NodeProcess, NodeProcess], package: str, tmp_path: Path) -> None:
+    requestor, provider = pair
+    source = tmp_path / "words.txt"
+    source.write_text(WORDS * 100)
+    published = requestor.call(ControlCall("gftp", "publish", {"path": str(source)})).value
+    result_path = tmp_path / "counts-by-gftp.txt"
+    slot = requestor.call(ControlCall("gftp", "open_upload", {"dest_path": str(result_path), "max_bytes": 1 << 20})).value
+    activity_id = activity(requestor, "create", agreement_id=_agreement(requestor, provider, package))["activity_id"]
+    script = [
+        {"deploy": {}},
+        {"start": {}},
+        {"transfer": {"from": published["url"], "to": "container:/input/words.txt"}},
+        {"run": {"entry_point": "wc", "args": ["/input/words.txt", "/output/counts.txt"]}},
+        {"transfer": {"from": "container:/output/counts.txt", "to": slot["url"]}},
+    ]
+    batch = activity(requestor, "exec", activity_id=activity_id, script=script)
+    results = activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+    assert [r["result"] for r in results] == ["Ok"] * 5, [r["message"] for r in results]
+    lines, words, _ = (int(x) for x in result_path.read_text().split())
+    assert (lines, words) == (WORDS.count("\n") * 100, len(WORDS.split()) * 100)
