@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from exeunits.framing import FrameWriter, read_frame
+from exeunits.output import tail
 from protocol.activity import COMMANDS, ChildEvent, ChildResult, ChildRunBatch, ChildShutdown, ChildUsage, ExeResult
 from protocol.errors import ExeUnitError, NodeError
 
 __all__ = ["main", "parse_task_package", "WasmExeUnit"]
 
-_OUTPUT_CAP_BYTES = 64 * 1024  # captured stdout/stderr kept per command (the tail when longer)
 
 
 def _now_ms() -> int:
@@ -111,17 +111,6 @@ def _gftp_call(node_data_dir: str | None, method: str, args: dict[str, Any]) -> 
         ControlClient(Path(node_data_dir)).call(ControlCall("gftp", method, args), timeout_s=_GFTP_TIMEOUT_S + 30)
     except NodeError as exc:
         raise ExeUnitError(f"gftp {method} of {args.get('url')}: {exc}") from None
-
-
-def _tail(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            if size > _OUTPUT_CAP_BYTES:
-                f.seek(size - _OUTPUT_CAP_BYTES)
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class WasmExeUnit:
@@ -216,7 +205,7 @@ class WasmExeUnit:
             stop_follow.set()
             if follower is not None:
                 follower.join(2)
-        stdout, stderr = _tail(out_path), _tail(err_path)
+        stdout, stderr = tail(out_path), tail(err_path)
         code = outcome.exit_code if outcome.exit_code is not None else -1
         message = None if outcome.ok else (outcome.error or f"{entry} exited with code {code}")
         self._out.write(ChildEvent(batch_id, index, "finished", "", code, message))

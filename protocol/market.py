@@ -49,12 +49,40 @@ def initial_proposal_id(demand_id: str, offer_id: str) -> str:
     return _hash(b"loam/initial/1\x00", demand_id, offer_id)
 
 
+class _Published(Message):
+    """What offers and demands share: an id that is the hash of their content."""
+
+    __slots__ = ()
+    _DOMAIN: ClassVar[bytes]
+    _KIND: ClassVar[str]
+
+    @classmethod
+    def content_id(
+        cls, node_id: str, properties: dict[str, Any], constraints: str, rank: str, created_ms: int, expires_ms: int
+    ) -> str:
+        """The document's id: a hash of everything in it."""
+        return _hash(cls._DOMAIN, node_id, canonical_properties(properties), constraints, rank, created_ms, expires_ms)
+
+    def _id_and_node(self) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def check_id(self) -> None:
+        """Raises DecodeError unless the document's id is the hash of its content."""
+        doc_id, node_id = self._id_and_node()
+        props, cons, rank = self.properties, self.constraints, self.rank  # type: ignore[attr-defined]
+        created, expires = self.created_ms, self.expires_ms  # type: ignore[attr-defined]
+        if self.content_id(node_id, props, cons, rank, created, expires) != doc_id:
+            raise DecodeError(f"{self._KIND} id {doc_id} does not match its content")
+
+
 @register
 @dataclass(frozen=True, slots=True)
-class MarketOffer(Message):
+class MarketOffer(_Published):
     """A provider's offer as gossiped: properties, constraints, an optional rank expression."""
 
     TYPE: ClassVar[str] = "market.offer"
+    _DOMAIN: ClassVar[bytes] = b"loam/offer/1\x00"
+    _KIND: ClassVar[str] = "offer"
     offer_id: str
     provider_id: str
     properties: dict[str, Any]
@@ -63,24 +91,18 @@ class MarketOffer(Message):
     created_ms: int
     expires_ms: int
 
-    @staticmethod
-    def content_id(node_id: str, properties: dict[str, Any], constraints: str, rank: str, created_ms: int, expires_ms: int) -> str:
-        """The offer id: a hash of everything in the offer."""
-        return _hash(b"loam/offer/1\x00", node_id, canonical_properties(properties), constraints, rank, created_ms, expires_ms)
-
-    def check_id(self) -> None:
-        """Raises DecodeError unless offer_id is the hash of the content."""
-        expected = self.content_id(self.provider_id, self.properties, self.constraints, self.rank, self.created_ms, self.expires_ms)
-        if expected != self.offer_id:
-            raise DecodeError(f"offer id {self.offer_id} does not match its content")
+    def _id_and_node(self) -> tuple[str, str]:
+        return self.offer_id, self.provider_id
 
 
 @register
 @dataclass(frozen=True, slots=True)
-class MarketDemand(Message):
+class MarketDemand(_Published):
     """A requestor's demand as gossiped."""
 
     TYPE: ClassVar[str] = "market.demand"
+    _DOMAIN: ClassVar[bytes] = b"loam/demand/1\x00"
+    _KIND: ClassVar[str] = "demand"
     demand_id: str
     requestor_id: str
     properties: dict[str, Any]
@@ -89,16 +111,8 @@ class MarketDemand(Message):
     created_ms: int
     expires_ms: int
 
-    @staticmethod
-    def content_id(node_id: str, properties: dict[str, Any], constraints: str, rank: str, created_ms: int, expires_ms: int) -> str:
-        """The demand id: a hash of everything in the demand."""
-        return _hash(b"loam/demand/1\x00", node_id, canonical_properties(properties), constraints, rank, created_ms, expires_ms)
-
-    def check_id(self) -> None:
-        """Raises DecodeError unless demand_id is the hash of the content."""
-        expected = self.content_id(self.requestor_id, self.properties, self.constraints, self.rank, self.created_ms, self.expires_ms)
-        if expected != self.demand_id:
-            raise DecodeError(f"demand id {self.demand_id} does not match its content")
+    def _id_and_node(self) -> tuple[str, str]:
+        return self.demand_id, self.requestor_id
 
 
 @register

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from exeunits.output import OUTPUT_CAP_BYTES, tail
 from protocol.errors import ExeUnitError
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "tail",
 ]
 
-OUTPUT_CAP_BYTES = 64 * 1024  # stdout/stderr kept in a result (the tail when longer), as the wasm unit does
 HTTP_TIMEOUT_S = 60.0
 _COPY_CHUNK = 1 << 16
 
@@ -135,14 +135,3 @@ class ChunkReader(io.RawIOBase):
 def drain(stream: Iterator[bytes]) -> None:
     for _ in stream:
         pass
-
-
-def tail(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            if size > OUTPUT_CAP_BYTES:
-                f.seek(size - OUTPUT_CAP_BYTES)
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
