@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from exeunits.framing import FrameWriter, read_frame
-from exeunits.output import tail
+from exeunits.output import captured
 from protocol.activity import COMMANDS, ChildEvent, ChildResult, ChildRunBatch, ChildShutdown, ChildUsage, ExeResult
 from protocol.errors import ExeUnitError, NodeError
 
@@ -170,7 +170,7 @@ class WasmExeUnit:
         self.state = "Ready"
         return "started"
 
-    def run(self, batch_id: str, index: int, params: dict[str, Any]) -> tuple[str, str, str]:
+    def run(self, batch_id: str, index: int, params: dict[str, Any]) -> tuple[str | None, str | None, str]:
         from exeunits.wasm.runtime import Limits
 
         if self.state != "Ready":
@@ -205,7 +205,7 @@ class WasmExeUnit:
             stop_follow.set()
             if follower is not None:
                 follower.join(2)
-        stdout, stderr = tail(out_path), tail(err_path)
+        stdout, stderr = captured(out_path, capture, "stdout"), captured(err_path, capture, "stderr")
         code = outcome.exit_code if outcome.exit_code is not None else -1
         message = None if outcome.ok else (outcome.error or f"{entry} exited with code {code}")
         self._out.write(ChildEvent(batch_id, index, "finished", "", code, message))

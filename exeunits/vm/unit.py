@@ -39,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
+from exeunits.output import captured
 from exeunits.vm import cgroups, files
 from protocol.activity import ChildEvent
 from protocol.errors import ExeUnitError
@@ -267,7 +268,7 @@ class VmExeUnit:
         self.state = "Ready"
         return "started"
 
-    def run(self, batch_id: str, index: int, params: dict[str, Any]) -> tuple[str, str, str]:
+    def run(self, batch_id: str, index: int, params: dict[str, Any]) -> tuple[str | None, str | None, str]:
         """Execute ``entry_point args...`` in the container; returns (stdout tail, stderr tail, message).
 
         Raises:
@@ -322,7 +323,7 @@ class VmExeUnit:
                 self._out.write(ChildEvent(batch_id, index, "finished", "", -1, message))
                 raise ExeUnitError(f"run {entry}: {message}") from exc
             code = -1
-        stdout, stderr = files.tail(out_path), files.tail(err_path)
+        stdout, stderr = captured(out_path, capture, "stdout"), captured(err_path, capture, "stderr")
         if watchdog is not None and watchdog.fired:
             message = f"wall-clock limit of {self._wall_s:g} s exceeded; {entry} was killed"
             if watchdog.removed_container:
