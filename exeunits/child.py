@@ -355,7 +355,10 @@ def _split_command(command: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _usage_loop(unit: Any, out: FrameWriter, started: float, stop: threading.Event) -> None:
-    while not stop.wait(1.0):
+    # The first report goes out at once: it tells the node the exe-unit is up and ready.
+    first = True
+    while first or not stop.wait(1.0):
+        first = False
         workload = unit.usage()
         if workload is None:  # the workload runs in this process
             own = resource.getrusage(resource.RUSAGE_SELF)

@@ -99,7 +99,7 @@ class _Running:
     workdir: Path
     proc: subprocess.Popen[bytes]
     writer: FrameWriter
-    state: str = "Initialized"
+    state: str = "New"  # Initialized once the child reports in
     reason: str = ""
     error: str = ""
     batches: dict[str, list[ExeResult]] = field(default_factory=dict)
@@ -324,7 +324,6 @@ class ActivityActor(LoamActor):
         self._running[msg.activity_id] = run
         threading.Thread(target=_read_child, args=(self.actor_ref, msg.activity_id, proc.stdout), daemon=True).start()
         self._log.info("activity_created", activity_id=msg.activity_id, agreement_id=msg.agreement_id, pid=proc.pid)
-        self._send_update(run, "")
 
     def _exec(self, sender: str, msg: ActivityExec) -> None:
         run = self._running.get(msg.activity_id)
@@ -363,6 +362,9 @@ class ActivityActor(LoamActor):
             return
         if isinstance(msg, ChildUsage):
             run.cpu_s, run.duration_s, run.peak_memory_bytes = msg.cpu_s, msg.duration_s, msg.peak_memory_bytes
+            if run.state == "New":
+                run.state = "Initialized"  # the child is up: its runtime is loaded
+                self._send_update(run, "")
         elif isinstance(msg, ChildResult):
             run.batches.setdefault(msg.batch_id, []).append(msg.result)
             run.state = msg.state
