@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import queue
 import resource
@@ -301,6 +302,7 @@ class WasmExeUnit:
     def run_batch(self, batch: ChildRunBatch) -> None:
         """Run commands in order; the first failure ends the batch with an Error result naming the command."""
         total = len(batch.commands)
+        done: list[ExeResult] = []
         for index, command in enumerate(batch.commands):
             last = index == total - 1
             stdout = stderr = None
@@ -317,8 +319,9 @@ class WasmExeUnit:
                 elif name == "terminate":
                     message = self.terminate({})
                     self.state = "Terminated"
-                else:  # sign
-                    raise ExeUnitError("the sign command is not supported by this exe-unit")
+                else:  # sign: the digest of the batch's results so far; the node adds its signature
+                    stdout = json.dumps({"digest": results_digest(done)})
+                    message = "signed"
                 if name in ("run", "transfer"):
                     self.check_storage()
             except (NodeError, OSError) as exc:
@@ -328,7 +331,14 @@ class WasmExeUnit:
                 self._out.write(ChildResult(batch.batch_id, result, self.state))
                 return
             result = ExeResult(index, _now_ms(), "Ok", stdout, stderr, message or None, last)
+            done.append(result)
             self._out.write(ChildResult(batch.batch_id, result, self.state))
+
+
+def results_digest(results: list[ExeResult]) -> str:
+    """sha3-256 hex of command results (index, result, stdout, stderr, message), canonically as JSON."""
+    rows = [[r.index, r.result, r.stdout, r.stderr, r.message] for r in results]
+    return hashlib.sha3_256(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
 
 
 class _CommandFailed(ExeUnitError):

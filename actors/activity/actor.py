@@ -103,6 +103,7 @@ class _Running:
     reason: str = ""
     error: str = ""
     batches: dict[str, list[ExeResult]] = field(default_factory=dict)
+    scripts: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # batch ids in the order they were sent
     cpu_s: float = 0.0
     duration_s: float = 0.0
@@ -132,6 +133,7 @@ class ActivityActor(LoamActor):
     ) -> None:
         super().__init__(identity.node_id, on_actor_failure)
         self._settings = settings
+        self._identity = identity
         self._net = net
         self._market = market
         self._ask_s = settings.actors.ask_timeout_s
@@ -336,6 +338,7 @@ class ActivityActor(LoamActor):
             self._send_update(run, msg.batch_id)
             return
         run.batches[msg.batch_id] = []
+        run.scripts[msg.batch_id] = tuple(msg.commands)
         run.order.append(msg.batch_id)
         try:
             script = validate_script(list(msg.commands))
@@ -366,7 +369,11 @@ class ActivityActor(LoamActor):
                 run.state = "Initialized"  # the child is up: its runtime is loaded
                 self._send_update(run, "")
         elif isinstance(msg, ChildResult):
-            run.batches.setdefault(msg.batch_id, []).append(msg.result)
+            result = msg.result
+            script = run.scripts.get(msg.batch_id, ())
+            if result.result == "Ok" and result.index < len(script) and "sign" in script[result.index]:
+                result = self._signed(result)
+            run.batches.setdefault(msg.batch_id, []).append(result)
             run.state = msg.state
             self._send_update(run, msg.batch_id)
             if run.state == "Terminated":
@@ -382,6 +389,19 @@ class ActivityActor(LoamActor):
                 run.requestor_id,
                 ActivityRuntimeEvent(run.activity_id, msg.batch_id, msg.index, now_ms(), msg.kind, msg.data, msg.return_code, msg.message),
             )
+
+    def _signed(self, result: ExeResult) -> ExeResult:
+        """The `sign` command's result with the provider's signature over the results' digest."""
+        import dataclasses
+        import json
+
+        try:
+            digest = json.loads(result.stdout or "")["digest"]
+            signature = self._identity.sign(bytes.fromhex(digest)).hex()
+        except (ValueError, KeyError, TypeError):
+            return dataclasses.replace(result, result="Error", message="the exe-unit gave no digest to sign")
+        body = json.dumps({"signer": self.node_id, "digest": digest, "signature": signature})
+        return dataclasses.replace(result, stdout=body)
 
     def _send_update(self, run: _Running, batch_id: str) -> None:
         run.last_update_ms = now_ms()

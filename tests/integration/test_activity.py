@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import shutil
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 from exeunits.wasm.package import make_package
 from protocol.control import ControlCall
 from protocol.errors import ControlError
+from protocol.identity import recover_signer
 from tests.integration.harness import NodeProcess, Testnet, market_call, wait_for
 from tests.wasm_programs import build_wasm_programs
 
@@ -112,11 +114,19 @@ def test_an_exe_script_runs_wasi_programs_with_files_in_and_out(pair: tuple[Node
         {"transfer": {"from": f"{base}/data.txt", "to": "container:/input/data.txt"}},
         {"run": {"entry_point": "wc", "args": ["/input/data.txt", "/output/counts.txt"]}},
         {"transfer": {"from": "container:/output/counts.txt", "to": f"{base}/counts.txt"}},
+        {"sign": {}},
     ]
     batch = activity(requestor, "exec", activity_id=activity_id, script=script)
     results = activity(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
-    assert [r["result"] for r in results] == ["Ok"] * 5, [r["message"] for r in results]
-    assert [r["index"] for r in results] == [0, 1, 2, 3, 4]
+    assert [r["result"] for r in results] == ["Ok"] * 6, [r["message"] for r in results]
+    assert [r["index"] for r in results] == [0, 1, 2, 3, 4, 5]
+    # `sign`: the provider's signature over the digest of the batch's results before it.
+    signed = json.loads(results[5]["stdout"])
+    assert signed["signer"] == provider.node_id
+    assert recover_signer(bytes.fromhex(signed["digest"]), bytes.fromhex(signed["signature"])) == provider.node_id
+    rows = [[r["index"], r["result"], r["stdout"], r["stderr"], r["message"]] for r in results[:5]]
+    digest = hashlib.sha3_256(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    assert signed["digest"] == digest
     assert results[-1]["is_batch_finished"]
     lines, words, chars = (int(x) for x in results[3]["stdout"].split())
     assert (lines, words, chars) == (WORDS.count("\n"), len(WORDS.split()), len(WORDS.encode()))
