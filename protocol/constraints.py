@@ -155,6 +155,23 @@ def _init_children(node: And | Or, children: Any) -> tuple[Constraint, ...]:
     return children
 
 
+def _group(fns: tuple[_Eval, ...], *, decisive: Tri, otherwise: Tri) -> _Eval:
+    """The evaluator of & (decisive FALSE) or | (decisive TRUE): the first decisive child
+    settles it; else UNDEFINED if any child is, else `otherwise`."""
+
+    def evaluate(props: Props) -> Tri:
+        result = otherwise
+        for fn in fns:
+            r = fn(props)
+            if r is decisive:
+                return decisive
+            if r is _UNDEFINED:
+                result = _UNDEFINED
+        return result
+
+    return evaluate
+
+
 @dataclass(frozen=True, slots=True)
 class And(Constraint):
     """``(&A B ...)``: FALSE if any child is FALSE, else UNDEFINED if any is, else TRUE (``(&)`` is TRUE)."""
@@ -165,18 +182,7 @@ class And(Constraint):
 
     def __post_init__(self) -> None:
         fns = tuple(c._fn for c in _init_children(self, self.children))
-
-        def evaluate(props: Props) -> Tri:
-            result = _TRUE
-            for fn in fns:
-                r = fn(props)
-                if r is _FALSE:
-                    return _FALSE
-                if r is _UNDEFINED:
-                    result = _UNDEFINED
-            return result
-
-        object.__setattr__(self, "_fn", evaluate)
+        object.__setattr__(self, "_fn", _group(fns, decisive=_FALSE, otherwise=_TRUE))
 
     def to_text(self) -> str:
         return "(&" + "".join(c.to_text() for c in self.children) + ")"
@@ -195,18 +201,7 @@ class Or(Constraint):
 
     def __post_init__(self) -> None:
         fns = tuple(c._fn for c in _init_children(self, self.children))
-
-        def evaluate(props: Props) -> Tri:
-            result = _FALSE
-            for fn in fns:
-                r = fn(props)
-                if r is _TRUE:
-                    return _TRUE
-                if r is _UNDEFINED:
-                    result = _UNDEFINED
-            return result
-
-        object.__setattr__(self, "_fn", evaluate)
+        object.__setattr__(self, "_fn", _group(fns, decisive=_TRUE, otherwise=_FALSE))
 
     def to_text(self) -> str:
         return "(|" + "".join(c.to_text() for c in self.children) + ")"
