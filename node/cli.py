@@ -693,6 +693,71 @@ def market_agreements(data_dir: Path, state: str | None, as_json: bool) -> None:
     _console().print(table)
 
 
+@cli.command("package")
+@click.option("--entry", "entries", multiple=True, required=True, metavar="ID=FILE.wasm",
+              help="An entry point: its id and WASI module (repeatable).")
+@click.option("--mount", "mounts", multiple=True, metavar="MODE:PATH", help="A mount point, ro:input, rw:output or wo:out (repeatable).")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The package zip to write.")
+@click.option("--url", help="Where the package will be served; prints the task package string for it.")
+def package_cmd(entries: tuple[str, ...], mounts: tuple[str, ...], out: Path, url: str | None) -> None:
+    """Build a WASI package (Golem's zip with manifest.json) for the wasmtime runtime."""
+    import hashlib
+
+    from exeunits.wasm.package import make_package
+    from protocol.errors import PackageError
+
+    entry_points = {}
+    for entry in entries:
+        entry_id, sep, wasm = entry.partition("=")
+        if not sep or not entry_id or not wasm:
+            raise PackageError(f"--entry {entry!r}: expected ID=FILE.wasm")
+        entry_points[entry_id] = wasm
+    mount_points = []
+    for mount in mounts:
+        mode, sep, path = mount.partition(":")
+        if not sep or mode not in ("ro", "rw", "wo") or not path:
+            raise PackageError(f"--mount {mount!r}: expected ro:PATH, rw:PATH or wo:PATH")
+        mount_points.append((mode, path))
+    package = make_package(out, entry_points, mount_points)
+    digest = hashlib.sha3_224(out.read_bytes()).hexdigest()
+    click.echo(f"wrote {out} ({package.size_bytes} bytes; entry points: {', '.join(entry_points)}; sha3-224 {digest})")
+    if url:
+        click.echo(f"hash:sha3:{digest}:{url}")
+
+
+@cli.command("run")
+@_data_dir_option
+@click.option("--runtime", type=click.Choice(["wasmtime", "vm"]), default="wasmtime", show_default=True)
+@click.option("--package", required=True, help="The task package: hash:sha3:<sha3-224 hex>:<url>.")
+@click.option("--script", "script_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The exe-script: a JSON list of commands, as Golem's ExeScript.")
+@click.option("--constraints", default="", help="Extra demand constraints, e.g. (golem.inf.mem.gib>=2).")
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True, help="Seconds to wait for a provider and for the results.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON list.")
+def run_cmd(data_dir: Path, runtime: str, package: str, script_file: Path, constraints: str, timeout_s: float, as_json: bool) -> None:
+    """Run an exe-script on a provider: demand, agreement, activity, results, and clean up.
+
+    Exits 0 when every command succeeded, 1 when one failed.
+    """
+    from node.quickrun import run_script
+
+    try:
+        script = json.loads(script_file.read_text())
+    except ValueError as exc:
+        raise ControlError(f"{script_file} is not JSON: {exc}") from None
+    say = (lambda _text: None) if as_json else (lambda text: click.echo(text, err=True))
+    results = run_script(data_dir, runtime, package, script, constraints=constraints, timeout_s=timeout_s, say=say)
+    if as_json:
+        click.echo(json.dumps(_jsonable(results), indent=2))
+    else:
+        for r in results:
+            click.echo(f"[{r['index']}] {r['result']}" + (f": {r['message']}" if r.get("message") else ""))
+            for stream in ("stdout", "stderr"):
+                if r.get(stream):
+                    click.echo("    " + r[stream].rstrip("\n").replace("\n", "\n    "))
+    sys.exit(0 if results and all(r["result"] == "Ok" for r in results) else 1)
+
+
 def main() -> None:
     """Entry point of the `loam` console script."""
     cli(prog_name="loam")

@@ -286,3 +286,25 @@ def test_files_move_by_gftp_over_loams_network(pair: tuple[NodeProcess, NodeProc
     assert [r["result"] for r in results] == ["Ok"] * 5, [r["message"] for r in results]
     lines, words, _ = (int(x) for x in result_path.read_text().split())
     assert (lines, words) == (WORDS.count("\n") * 100, len(WORDS.split()) * 100)
+
+
+def test_loam_run_takes_a_script_from_demand_to_results_and_cleans_up(pair: tuple[NodeProcess, NodeProcess], package: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    requestor, provider = pair
+    wait_for("the provider's offer", lambda: market_call(requestor, "known_offers", {}), 15)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "hello", "args": ["via", "cli"]}}]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "node.cli", "run", "--data-dir", str(requestor.data_dir), "--package", package,
+         "--script", str(script), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["result"] for r in results] == ["Ok"] * 3
+    assert "argv[2]=cli" in results[2]["stdout"]
+    agreements = market_call(requestor, "list_agreements", {})
+    assert [a["state"] for a in agreements] == ["Terminated"]
+    wait_for("no running activity", lambda: not activity(provider, "running"), 10)

@@ -1,0 +1,91 @@
+"""`loam run`: one exe-script on one provider, from demand to results, through the running node.
+
+A small requestor for trying activities by hand: it subscribes a demand, takes the first
+(best-ranked) provider that agrees, runs the script in an activity, prints each command's
+result, and ends the activity and the agreement.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from node.control import ControlClient
+from protocol.control import ControlCall, NetStatusRequest
+from protocol.errors import ControlError
+
+__all__ = ["run_script"]
+
+
+def run_script(
+    data_dir: Path,
+    runtime: str,
+    package: str,
+    script: list[dict[str, Any]],
+    *,
+    constraints: str = "",
+    rank: str = "-golem.com.pricing.model.linear.coeffs[0]",
+    platform: str = "erc20-holesky-tglm",
+    subnet: str = "public",
+    timeout_s: float = 120.0,
+    say: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run script on a provider of runtime; returns the results (plain dicts).
+
+    Raises:
+        ControlError: no node, no provider, or a step failed (the message says which).
+    """
+    client = ControlClient(data_dir)
+
+    def call(target: str, method: str, wait_s: float = 30.0, **args: Any) -> Any:
+        return client.call(ControlCall(target, method, args), timeout_s=wait_s + 10).value
+
+    me = client.call(NetStatusRequest()).node_id
+    now_ms = int(time.time() * 1000)
+    props = {
+        "golem.node.debug.subnet": subnet,
+        "golem.srv.comp.expiration": now_ms + int(max(timeout_s, 300) * 1000) + 60_000,
+        f"golem.com.payment.platform.{platform}.address": me,
+        "golem.srv.comp.task_package": package,
+    }
+    demand = f"(&(golem.runtime.name={runtime}){constraints})" if constraints else f"(golem.runtime.name={runtime})"
+    sub = call("market", "subscribe_demand", properties=props, constraints=demand, rank=rank, ttl_s=600.0)
+    agreement_id = None
+    try:
+        deadline = time.monotonic() + timeout_s
+        while agreement_id is None:
+            if time.monotonic() > deadline:
+                raise ControlError(f"no {runtime} provider agreed within {timeout_s:.0f} s (see `loam market offers`)")
+            for event in call("market", "collect", sub_id=sub, max_events=20, timeout_s=2.0):
+                proposal = event.get("proposal")
+                if not proposal:
+                    continue
+                if proposal["state"] == "Initial":
+                    say(f"offer from {proposal['issuer_id']}: countering")
+                    call("market", "counter_proposal", sub_id=sub, proposal_id=proposal["proposal_id"],
+                         properties=props, constraints="()")
+                elif proposal["state"] == "Draft":
+                    candidate = call("market", "create_agreement", proposal_id=proposal["proposal_id"],
+                                     valid_to_ms=int(time.time() * 1000) + 600_000)
+                    call("market", "confirm_agreement", agreement_id=candidate)
+                    state = call("market", "wait_agreement", wait_s=20, agreement_id=candidate, timeout_s=20)
+                    if state == "Approved":
+                        agreement_id = candidate
+                        say(f"agreement {candidate[:16]} approved by {proposal['issuer_id']}")
+                        break
+                    say(f"agreement with {proposal['issuer_id']} ended {state}; trying another provider")
+    finally:
+        call("market", "unsubscribe", sub_id=sub)
+    try:
+        created = call("activity", "create", agreement_id=agreement_id)
+        if created["state"] != "Initialized":
+            raise ControlError(f"the provider did not start the activity: {created['reason'] or created['state']}")
+        activity_id = created["activity_id"]
+        say(f"activity {activity_id[:16]} started")
+        batch = call("activity", "exec", activity_id=activity_id, script=script)
+        results = call("activity", "results", wait_s=timeout_s, activity_id=activity_id, batch_id=batch, timeout_s=timeout_s)
+        call("activity", "destroy", activity_id=activity_id)
+        return results
+    finally:
+        call("market", "terminate_agreement", agreement_id=agreement_id, reason={"message": "loam run finished"})
