@@ -15,6 +15,7 @@
     ├── NetError                   overlay failures (unknown peer, bad address)
     │   └── PeerUnreachableError   no link and no route to a node
     ├── ControlError               the local control channel failed or the node is not running
+    ├── ChainError                 a blockchain RPC call, transaction or contract call failed
     └── ExeUnitError               an exe-unit cannot prepare or run the work it was given
         ├── PackageError           a WASI package (zip + manifest.json) that is malformed, unsafe or too big
         └── WasmModuleError        a module that does not compile, link or start (no _start, unknown imports)
@@ -41,6 +42,7 @@ __all__ = [
     "ExeUnitError",
     "PackageError",
     "WasmModuleError",
+    "ChainError",
 ]
 
 
@@ -163,3 +165,8 @@ class WasmModuleError(ExeUnitError):
     A module that starts and then traps or hits a limit is not an error but an outcome
     (see ``exeunits.wasm.runtime.RunOutcome``).
     """
+
+
+class ChainError(NodeError):
+    """A blockchain call failed: no RPC endpoint answers, the chain id is wrong, a call or
+    transaction reverts (the revert reason is in the message), or gas is over the cap."""

@@ -4,7 +4,7 @@
 # clang for wasm32-wasi (the WASI test programs in tests/wasm), and a running Docker
 # engine with squashfs-tools and a static busybox (the vm exe-unit and its test images).
 #
-#     scripts/setup.sh              # everything (today: python, venv, project, wasi, docker)
+#     scripts/setup.sh              # everything (today: python, venv, project, wasi, docker, anvil)
 #     scripts/setup.sh wasi         # one component
 #     scripts/setup.sh --help
 #     source scripts/setup.sh       # the same, inside the current shell
@@ -20,7 +20,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # What `scripts/setup.sh` with no arguments installs, in order.
-SETUP_COMPONENTS=(python venv project wasi docker)
+SETUP_COMPONENTS=(python venv project wasi docker anvil)
 
 # Debian packages of the WASI toolchain: clang and its linker, the C library and the
 # compiler runtime for wasm32-wasi. `clang --target=wasm32-wasi` finds them by itself.
@@ -47,6 +47,8 @@ Components (default: all, in this order): ${SETUP_COMPONENTS[*]}
   docker    a running Docker engine, squashfs-tools and a static busybox, for the vm
             exe-unit (from apt when missing: ${DOCKER_APT_PACKAGES[*]}); dockerd is
             started in the background when no engine answers (scripts/dockerd.sh)
+  anvil     Node.js and npm (from apt when missing: nodejs npm), then the repo's npm
+            packages (npm ci): solc for contracts/compile.mjs and the anvil local chain
 
 Environment:
   LOAM_PYTHON   the interpreter to build the venv from (default: first python3 >= 3.11 on PATH)
@@ -254,6 +256,38 @@ setup_docker() {
         _setup_fail "$problem" || return 1
     fi
     printf 'setup: warning: %s; the vm exe-unit tests will be skipped\n' "$problem" >&2
+}
+
+# The anvil binary that the npm package @foundry-rs/anvil-linux-amd64 ships (package.json).
+ANVIL_BIN="$REPO/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+
+setup_anvil() {
+    # Installed and runnable: nothing to do (fast re-runs).
+    if [[ -x "$ANVIL_BIN" ]] && "$ANVIL_BIN" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    local problem=""
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm || problem="apt-get install nodejs npm failed"
+    fi
+    if [[ -z "$problem" ]]; then
+        local log
+        log="$(mktemp "${TMPDIR:-/tmp}/loam-npm.XXXXXX")"
+        printf 'setup: npm ci (solc, anvil)\n'
+        if ! (cd "$REPO" && npm ci --no-audit --no-fund) >"$log" 2>&1; then
+            tail -n 40 "$log" >&2
+            problem="npm ci in $REPO failed"
+        elif ! "$ANVIL_BIN" --version >/dev/null 2>&1; then
+            problem="npm ci did not install a runnable anvil ($ANVIL_BIN)"
+        fi
+        rm -f "$log"
+    fi
+    [[ -n "$problem" ]] || return 0
+    # Without it only the anvil tests are skipped; under CI, where they must run, it is a failure.
+    if [[ "${CI:-}" == "true" ]]; then
+        _setup_fail "$problem" || return 1
+    fi
+    printf 'setup: warning: %s; the anvil tests will be skipped\n' "$problem" >&2
 }
 
 # --- main -------------------------------------------------------------------------
