@@ -21,8 +21,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LAUNCH_PEER="$REPO/scripts/launch-peer.sh"
 
-UP_STEPS=(nodes converge)
-DOWN_STEPS=(nodes)
+UP_STEPS=(web nodes converge)
+DOWN_STEPS=(nodes web)
 
 # Settings; `up` takes them from its options, the other commands from DIR/testnet.env.
 NODES=5
@@ -33,6 +33,8 @@ TESTNET_DIR="${LOAM_TESTNET_DIR:-$REPO/.testnet}"
 CONVERGE_TIMEOUT_S="${LOAM_CONVERGE_TIMEOUT_S:-60}"
 DEMO_TIMEOUT_S="${LOAM_DEMO_TIMEOUT_S:-30}"
 DEMO_TOPIC=demo
+# node-0 is the requestor; the others sell compute (wasmtime) with their provider agents.
+PROVIDER_ENV=(LOAM_PROVIDER__ENABLED=true LOAM_PROVIDER__MAX_AGREEMENTS=4)
 
 usage() {
     cat <<'EOF'
@@ -244,10 +246,12 @@ up_nodes() {
         dir="$(node_dir "$i")"
         local args=(start --data-dir "$dir" --host "$HOST" --port "$(node_port "$i")"
             --api-port "$(node_api_port "$i")" --name "$(node_name "$i")" --quiet)
+        local env_args=()
         if ((i > 0)); then
             args+=(--bootstrap "$contact")
+            env_args=("${PROVIDER_ENV[@]}")
         fi
-        if ! "$LAUNCH_PEER" "${args[@]}"; then
+        if ! env ${env_args[@]+"${env_args[@]}"} "$LAUNCH_PEER" "${args[@]}"; then
             warn "$(node_name "$i") did not start; stopping the nodes started so far"
             down_nodes >/dev/null || true
             exit 1
@@ -260,6 +264,38 @@ up_nodes() {
             fi
         fi
     done
+}
+
+# The demo job's files: a WASI package of the test programs (built with clang) and an
+# input text, served over http from DIR/www by a small web server on BASE_PORT + 99.
+web_port() { printf '%s\n' "$((BASE_PORT + 99))"; }
+
+up_web() {
+    local www="$TESTNET_DIR/www"
+    mkdir -p "$www"
+    if ! bash "$REPO/tests/wasm/build.sh" >"$TESTNET_DIR/wasm-build.log" 2>&1; then
+        warn "could not build the WASI demo programs (see $TESTNET_DIR/wasm-build.log); the demo will only show gossip"
+        return 0
+    fi
+    local build="$REPO/tests/wasm/build"
+    "$LOAM" package --entry wc="$build/wc.wasm" --entry hello="$build/hello.wasm" --mount ro:input --mount rw:output \
+        -o "$www/demo.zip" --url "http://$HOST:$(web_port)/demo.zip" | tail -n 1 >"$TESTNET_DIR/demo-package" ||
+        die "could not build the demo package"
+    printf 'Loam is a peer-to-peer compute marketplace.\nProviders sell compute; requestors buy it.\nEvery node runs the same daemon.\n' >"$www/words.txt"
+    (cd "$www" && exec setsid "$PY" -m http.server "$(web_port)" --bind "$HOST" >"$TESTNET_DIR/web.log" 2>&1) &
+    printf '%s\n' "$!" >"$TESTNET_DIR/web.pid"
+    info "demo files served at http://$HOST:$(web_port)/ (pid $!)"
+}
+
+down_web() {
+    local pid_file="$TESTNET_DIR/web.pid" pid
+    [[ -f "$pid_file" ]] || return 0
+    pid="$(cat "$pid_file")"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q http.server; then
+        kill "$pid" 2>/dev/null || true
+        info "stopped the demo web server (pid $pid)"
+    fi
+    rm -f "$pid_file"
 }
 
 up_converge() {
@@ -447,6 +483,36 @@ cmd_demo() {
         fi
     done
     say "item $item_id reached all $NODES nodes in $total ms"
+    demo_job
+}
+
+# The demo job: node-0, as a requestor, finds a provider on the market, agrees, and runs
+# an exe-script in a wasmtime activity (fetch a text over http, count its words, greet).
+demo_job() {
+    if ((NODES < 2)); then
+        info "one node only: no provider for a demo job"
+        return 0
+    fi
+    local package_file="$TESTNET_DIR/demo-package"
+    if [[ ! -s "$package_file" ]]; then
+        info "no demo package (the WASI programs were not built): skipping the demo job"
+        return 0
+    fi
+    local script="$TESTNET_DIR/demo-script.json"
+    cat >"$script" <<JSON
+[{"deploy": {}},
+ {"start": {}},
+ {"transfer": {"from": "http://$HOST:$(web_port)/words.txt", "to": "container:/input/words.txt"}},
+ {"run": {"entry_point": "wc", "args": ["/input/words.txt", "/output/counts.txt"]}},
+ {"run": {"entry_point": "hello", "args": ["from", "the", "testnet"]}},
+ {"sign": {}}]
+JSON
+    say ""
+    info "demo job: node-0 runs an exe-script on a provider (demand -> agreement -> activity -> results)"
+    "$LOAM" run --data-dir "$(node_dir 0)" --package "$(cat "$package_file")" --script "$script" --timeout 60 ||
+        die "the demo job failed"
+    say ""
+    "$LOAM" market agreements --data-dir "$(node_dir 0)"
 }
 
 # item_latencies TMPDIR ITEM_ID ELAPSED_MS: reads TMPDIR/I.json (`loam debug items
