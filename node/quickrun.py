@@ -54,27 +54,40 @@ def run_script(
     agreement_id = None
     try:
         deadline = time.monotonic() + timeout_s
+        offers: list[dict[str, Any]] = []  # Initial proposals, best rank first, not yet tried
+        waiting_since: float | None = None  # when we countered the offer we are trying
         while agreement_id is None:
             if time.monotonic() > deadline:
                 raise ControlError(f"no {runtime} provider agreed within {timeout_s:.0f} s (see `loam market offers`)")
-            for event in call("market", "collect", sub_id=sub, max_events=20, timeout_s=2.0):
+            if waiting_since is None and offers:
+                proposal = offers.pop(0)
+                say(f"offer from {proposal['issuer_id']}: countering")
+                call("market", "counter_proposal", sub_id=sub, proposal_id=proposal["proposal_id"],
+                     properties=props, constraints="()")
+                waiting_since = time.monotonic()
+            elif waiting_since is not None and time.monotonic() - waiting_since > 10:
+                say("no answer in 10 s; trying the next offer")
+                waiting_since = None
+            for event in call("market", "collect", sub_id=sub, max_events=50, timeout_s=1.0):
                 proposal = event.get("proposal")
+                if event.get("type") == "ProposalRejectedEvent":
+                    say(f"a provider refused: {event.get('reason', {}).get('message', '')}")
+                    waiting_since = None
                 if not proposal:
                     continue
                 if proposal["state"] == "Initial":
-                    say(f"offer from {proposal['issuer_id']}: countering")
-                    call("market", "counter_proposal", sub_id=sub, proposal_id=proposal["proposal_id"],
-                         properties=props, constraints="()")
-                elif proposal["state"] == "Draft":
+                    offers.append(proposal)
+                elif proposal["state"] == "Draft" and agreement_id is None:
                     candidate = call("market", "create_agreement", proposal_id=proposal["proposal_id"],
                                      valid_to_ms=int(time.time() * 1000) + 600_000)
                     call("market", "confirm_agreement", agreement_id=candidate)
                     state = call("market", "wait_agreement", wait_s=20, agreement_id=candidate, timeout_s=20)
+                    waiting_since = None
                     if state == "Approved":
                         agreement_id = candidate
                         say(f"agreement {candidate[:16]} approved by {proposal['issuer_id']}")
-                        break
-                    say(f"agreement with {proposal['issuer_id']} ended {state}; trying another provider")
+                    else:
+                        say(f"agreement with {proposal['issuer_id']} ended {state}; trying another provider")
     finally:
         call("market", "unsubscribe", sub_id=sub)
     try:

@@ -31,6 +31,9 @@ def test_testnet_up_status_demo_down(tmp_path: Path) -> None:
         demo = _run("scripts/testnet.sh", "demo", "--dir", str(net_dir))
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "reached all 4 nodes" in demo.stdout + demo.stderr
+        # The demo job: demand → agreement → activity → results on one of the providers.
+        output = demo.stdout + demo.stderr
+        assert "approved by" in output and "[3] Ok" in output and "[5] Ok: signed" in output, output
     finally:
         down = _run("scripts/testnet.sh", "down", "--dir", str(net_dir))
     assert down.returncode == 0, down.stdout + down.stderr
