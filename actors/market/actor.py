@@ -775,8 +775,9 @@ class MarketActor(LoamActor):
             del self._subs[sub.sub_id]
         for pid in [pid for pid, rec in self._proposals.items() if rec.expires_ms + _PROPOSAL_TTL_MS <= now]:
             del self._proposals[pid]
-        for oid in self._offers.expire(now):
-            self._offer_of_item = {k: v for k, v in self._offer_of_item.items() if v != oid}
+        expired = set(self._offers.expire(now))
+        if expired:
+            self._offer_of_item = {k: v for k, v in self._offer_of_item.items() if v not in expired}
         for rec in list(self._agreements.values()):
             if rec.state in ("Proposal", "Pending") and rec.terms.valid_to_ms <= now:
                 self._save(rec.moved("Expired", now))
