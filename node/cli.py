@@ -554,7 +554,7 @@ def market_explain(demand_path: Path, offer_path: Path, as_json: bool) -> None:
     Exit status: 0 when they match, 1 when they do not,
     2 when a file is missing or malformed.
     """
-    from protocol.constraints import explain, match
+    from protocol.constraint_analysis import explain, match
 
     demand_props, demand_constraint = _read_market_document(demand_path, "demand")
     offer_props, offer_constraint = _read_market_document(offer_path, "offer")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from protocol.constraints import Constraint, Tri, parse, required_equalities
+from protocol.constraint_analysis import required_equalities
+from protocol.constraints import Constraint, Tri, parse
 from protocol.market import MarketDemand, MarketOffer
 from protocol.rank import RankExpression, parse_rank
 
