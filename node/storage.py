@@ -94,6 +94,140 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        name="payment_driver",
+        statements=(
+            # Amounts and fees are decimal TEXT: they exceed SQLite's 64-bit integers.
+            """
+            CREATE TABLE transactions (
+                tx_id TEXT PRIMARY KEY,
+                platform TEXT NOT NULL,
+                sender TEXT NOT NULL,
+                nonce INTEGER NOT NULL,
+                raw_tx BLOB NOT NULL,
+                tx_hash TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL CHECK (kind IN ('batch', 'single')),
+                status TEXT NOT NULL
+                    CHECK (status IN ('signed', 'sent', 'mined', 'confirmed', 'failed', 'replaced')),
+                max_fee_wei TEXT NOT NULL,
+                priority_fee_wei TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                sent_ms INTEGER,
+                block INTEGER,
+                error TEXT
+            )
+            """,
+            "CREATE INDEX transactions_by_nonce ON transactions (sender, nonce)",
+            "CREATE INDEX transactions_by_status ON transactions (status)",
+            """
+            CREATE TABLE payments (
+                payment_id TEXT PRIMARY KEY,
+                platform TEXT NOT NULL,
+                payee TEXT NOT NULL,
+                amount_wei TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'batched', 'confirmed', 'failed')),
+                tx_id TEXT REFERENCES transactions (tx_id),
+                created_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX payments_by_status ON payments (platform, status, created_ms)",
+            "CREATE INDEX payments_by_tx ON payments (tx_id)",
+        ),
+    ),
+    Migration(
+        name="payment_ledger",
+        statements=(
+            # Amounts are decimal TEXT of wei (beyond SQLite's 64-bit integers); `document` and
+            # `reply` hold the signed messages, so either side can re-send them after a restart.
+            """
+            CREATE TABLE allocations (
+                allocation_id TEXT PRIMARY KEY,
+                address TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                total_wei TEXT NOT NULL,
+                spent_wei TEXT NOT NULL,
+                reserved_wei TEXT NOT NULL,
+                timeout_ms INTEGER,
+                make_deposit INTEGER NOT NULL DEFAULT 0,
+                state TEXT NOT NULL CHECK (state IN ('active', 'released', 'expired')),
+                created_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE debit_notes (
+                debit_note_id TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('issued', 'received')),
+                agreement_id TEXT NOT NULL,
+                activity_id TEXT NOT NULL,
+                peer_id TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                amount_wei TEXT NOT NULL,
+                payment_due_ms INTEGER,
+                status TEXT NOT NULL,
+                document BLOB NOT NULL,
+                accepted_wei TEXT,
+                allocation_id TEXT,
+                reply BLOB,
+                unacked TEXT NOT NULL DEFAULT '',
+                issued_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                PRIMARY KEY (debit_note_id, role)
+            )
+            """,
+            "CREATE INDEX debit_notes_by_agreement ON debit_notes (agreement_id, role)",
+            "CREATE INDEX debit_notes_by_status ON debit_notes (role, platform, status)",
+            """
+            CREATE TABLE invoices (
+                invoice_id TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('issued', 'received')),
+                agreement_id TEXT NOT NULL,
+                activity_id TEXT NOT NULL DEFAULT '',
+                peer_id TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                amount_wei TEXT NOT NULL,
+                payment_due_ms INTEGER,
+                status TEXT NOT NULL,
+                document BLOB NOT NULL,
+                accepted_wei TEXT,
+                allocation_id TEXT,
+                reply BLOB,
+                unacked TEXT NOT NULL DEFAULT '',
+                issued_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                PRIMARY KEY (invoice_id, role)
+            )
+            """,
+            "CREATE INDEX invoices_by_agreement ON invoices (agreement_id, role)",
+            "CREATE INDEX invoices_by_status ON invoices (role, platform, status)",
+            """
+            CREATE TABLE ledger_payments (
+                payment_id TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('made', 'received')),
+                peer_id TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                amount_wei TEXT NOT NULL,
+                tx_hash TEXT NOT NULL,
+                document BLOB,
+                unacked TEXT NOT NULL DEFAULT '',
+                created_ms INTEGER NOT NULL,
+                PRIMARY KEY (payment_id, role)
+            )
+            """,
+            """
+            CREATE TABLE ledger_agreement_payments (
+                payment_id TEXT NOT NULL,
+                role TEXT NOT NULL,
+                agreement_id TEXT NOT NULL,
+                amount_wei TEXT NOT NULL,
+                PRIMARY KEY (payment_id, role, agreement_id),
+                FOREIGN KEY (payment_id, role) REFERENCES ledger_payments (payment_id, role)
+            )
+            """,
+            "CREATE INDEX ledger_agreement_payments_by_agreement ON ledger_agreement_payments (agreement_id, role)",
+        ),
+    ),
 ]
 
 

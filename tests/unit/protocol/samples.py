@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import protocol
-from protocol import activity, control, gftp, market, net
+from protocol import activity, control, gftp, market, net, payment
 from protocol.codec import Message, encode, registered
 from protocol.identity import Identity
 
@@ -39,6 +39,10 @@ __all__ = [
     "DEMAND_RANK",
     "protocol_messages",
     "market_offer",
+    "debit_note",
+    "invoice",
+    "payment_sent",
+    "PAYMENT_COEFFS",
     "market_demand",
     "requestor_proposal",
     "provider_proposal",
@@ -394,6 +398,37 @@ GFTP_TRANSFER_ID = "2d" * 16
 GFTP_FILE_HASH = "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a"  # sha3-256 of b""
 GFTP_SLOT_ID = "3c" * 32
 
+# The payment samples: ALICE (the provider) bills BOB (the requestor).
+PAYMENT_COEFFS = (0.025 / 3600, 0.005 / 3600, 0.0)
+
+
+def debit_note(total_wei: int = 1_250_000_000_000_000, due: bool = True) -> payment.DebitNote:
+    """A signed mid-agreement debit note of the sample activity."""
+    return payment.make_debit_note(
+        PROVIDER, agreement_id=agreement_terms().agreement_id, activity_id=ACTIVITY_ID, recipient_id=REQUESTOR.node_id,
+        payment_platform=PLATFORM, total_amount_due_wei=total_wei, usage_counter_vector=(120.5, 180.0),
+        timestamp_ms=T0_MS + 120_000, previous_debit_note_id="4b" * 32, payment_due_ms=T0_MS + 240_000 if due else None,
+    )
+
+
+def invoice(amount_wei: int = 2**70 + 7) -> payment.Invoice:
+    """A signed invoice for the sample agreement (an amount beyond msgpack's 64-bit ints)."""
+    return payment.make_invoice(
+        PROVIDER, agreement_id=agreement_terms().agreement_id, activity_ids=(ACTIVITY_ID,), recipient_id=REQUESTOR.node_id,
+        payment_platform=PLATFORM, amount_wei=amount_wei, payment_due_ms=T0_MS + 900_000, timestamp_ms=T0_MS + 700_000,
+    )
+
+
+def payment_sent() -> payment.PaymentSent:
+    """BOB's signed notice of a batch transfer paying the sample invoice."""
+    inv = invoice()
+    return payment.make_payment_sent(
+        REQUESTOR, payee_id=PROVIDER.node_id, platform=PLATFORM, amount_wei=2**70 + 7, tx_hash="0x" + "5a" * 32,
+        document_ids=(inv.invoice_id,), timestamp_ms=T0_MS + 800_000,
+        agreement_amounts=((inv.agreement_id, 2**70 + 7),),
+    )
+
+
 SAMPLES: dict[str, Callable[[], Message]] = {
     # protocol.net
     net.PeerRecord.TYPE: peer_record,
@@ -484,6 +519,22 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     gftp.GftpUploadAck.TYPE: lambda: gftp.GftpUploadAck(GFTP_TRANSFER_ID, 0, 7),
     gftp.GftpUploadFinish.TYPE: lambda: gftp.GftpUploadFinish(GFTP_TRANSFER_ID, GFTP_SLOT_ID, 7, GFTP_FILE_HASH),
     gftp.GftpUploadDone.TYPE: lambda: gftp.GftpUploadDone(GFTP_TRANSFER_ID, 7, GFTP_FILE_HASH),
+    # protocol.payment
+    payment.DebitNote.TYPE: debit_note,
+    payment.Invoice.TYPE: invoice,
+    payment.DocumentAccepted.TYPE: lambda: payment.accept_document(
+        REQUESTOR, document_id=debit_note().debit_note_id, kind=payment.DEBIT_NOTE,
+        total_amount_accepted_wei=1_250_000_000_000_000, allocation_id="6d" * 16, timestamp_ms=T0_MS + 125_000,
+    ),
+    payment.DocumentRejected.TYPE: lambda: payment.reject_document(
+        REQUESTOR, document_id=invoice().invoice_id, kind=payment.INVOICE, reason="IncorrectAmount",
+        message="invoice asks more than the usage seen prices at", timestamp_ms=T0_MS + 710_000,
+        total_amount_accepted_wei=1_250_000_000_000_000,
+    ),
+    payment.PaymentSent.TYPE: payment_sent,
+    payment.DocumentAck.TYPE: lambda: payment.DocumentAck(
+        document_id=invoice().invoice_id, kind=payment.INVOICE, acked=payment.DocumentAccepted.TYPE
+    ),
 }
 
 
