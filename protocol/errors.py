@@ -16,6 +16,10 @@
     │   └── PeerUnreachableError   no link and no route to a node
     ├── ControlError               the local control channel failed or the node is not running
     ├── ChainError                 a blockchain RPC call, transaction or contract call failed
+    ├── PaymentError               a payment operation that cannot be done
+    │   ├── AllocationError        an allocation overdrawn, amended below its spending, or used after release
+    │   ├── InvalidPaymentTransitionError  a debit note or invoice status change not allowed from its status
+    │   └── PaymentConflictError   a payment id scheduled again with another payee or amount
     └── ExeUnitError               an exe-unit cannot prepare or run the work it was given
         ├── PackageError           a WASI package (zip + manifest.json) that is malformed, unsafe or too big
         └── WasmModuleError        a module that does not compile, link or start (no _start, unknown imports)
@@ -25,6 +29,10 @@ from __future__ import annotations
 
 __all__ = [
     "NodeError",
+    "PaymentError",
+    "AllocationError",
+    "InvalidPaymentTransitionError",
+    "PaymentConflictError",
     "ProtocolError",
     "DecodeError",
     "SignatureError",
@@ -170,3 +178,19 @@ class WasmModuleError(ExeUnitError):
 class ChainError(NodeError):
     """A blockchain call failed: no RPC endpoint answers, the chain id is wrong, a call or
     transaction reverts (the revert reason is in the message), or gas is over the cap."""
+
+
+class PaymentError(NodeError):
+    """A payment operation that cannot be done (base of the payment errors)."""
+
+
+class AllocationError(PaymentError):
+    """An allocation would be overdrawn, amended below what it has spent, or used after release or expiry."""
+
+
+class InvalidPaymentTransitionError(PaymentError):
+    """A debit note or invoice status change that is not allowed from its current status."""
+
+
+class PaymentConflictError(PaymentError):
+    """A payment id scheduled again with another payee or amount."""

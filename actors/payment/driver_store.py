@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
-from protocol.errors import NodeError, StorageError
+from protocol.errors import PaymentConflictError, StorageError
 
 __all__ = [
     "LIVE_TX_STATUSES",
@@ -23,10 +23,6 @@ TxKind = Literal["batch", "single"]
 
 # A transaction in one of these may still be mined: its payments must not be paid again.
 LIVE_TX_STATUSES: tuple[str, ...] = ("signed", "sent", "mined")
-
-
-class PaymentConflictError(NodeError):
-    """A payment id scheduled again with another payee or amount."""
 
 
 @dataclass(frozen=True, slots=True)

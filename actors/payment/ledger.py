@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Context, Decimal
 from typing import TYPE_CHECKING
 
-from protocol.errors import NodeError
+from protocol.errors import AllocationError, InvalidPaymentTransitionError, PaymentError
 from protocol.payment import wei
 
 if TYPE_CHECKING:
@@ -47,18 +47,6 @@ WEI_PER_GLM = 10**18
 # Enough digits that products of floats (17 significant digits each) and sums over a usage
 # vector are exact before the final rounding to wei.
 _CTX = Context(prec=100)
-
-
-class PaymentError(NodeError):
-    """A payment operation that cannot be done (base of the payment errors)."""
-
-
-class AllocationError(PaymentError):
-    """An allocation would be overdrawn, amended below what it has spent, or used after release or expiry."""
-
-
-class InvalidPaymentTransitionError(PaymentError):
-    """A debit note or invoice status change that is not allowed from its current status."""
 
 
 # Document statuses (Golem's) and the moves between them. Provider side: Issued, then Received
