@@ -693,6 +693,62 @@ def market_agreements(data_dir: Path, state: str | None, as_json: bool) -> None:
     _console().print(table)
 
 
+@cli.group("app-key", cls=_LoamGroup)
+def app_key_group() -> None:
+    """Manage the keys requestor agents use with the REST API (Authorization: Bearer KEY)."""
+
+
+@contextmanager
+def _app_keys(data_dir: Path) -> Iterator[Any]:
+    from node.appkeys import AppKeyStore
+
+    data_dir = ensure_data_dir(data_dir)
+    conn = open_database(db_path(data_dir))
+    try:
+        yield AppKeyStore(conn)
+    finally:
+        conn.close()
+
+
+@app_key_group.command("create")
+@_data_dir_option
+@click.argument("name")
+def app_key_create(data_dir: Path, name: str) -> None:
+    """Create an app-key NAME acting as the node's default identity; prints the key."""
+    with open_keystore(data_dir) as keystore:
+        identity = keystore.get(None).address
+    with _app_keys(data_dir) as keys:
+        click.echo(keys.create(name, identity).key)
+
+
+@app_key_group.command("list")
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def app_key_list(data_dir: Path, as_json: bool) -> None:
+    """List the app-keys."""
+    with _app_keys(data_dir) as keys:
+        rows = keys.list()
+    if as_json:
+        click.echo(json.dumps([{"name": k.name, "key": k.key, "identity": k.identity, "created": _iso_ms(k.created_ms)} for k in rows], indent=2))
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for column in ("name", "key", "identity", "created"):
+        table.add_column(column, no_wrap=True)
+    for k in rows:
+        table.add_row(k.name, k.key, k.identity, _iso_ms(k.created_ms))
+    _console().print(table)
+
+
+@app_key_group.command("drop")
+@_data_dir_option
+@click.argument("name")
+def app_key_drop(data_dir: Path, name: str) -> None:
+    """Delete the app-key NAME."""
+    with _app_keys(data_dir) as keys:
+        keys.drop(name)
+    click.echo(f"dropped app-key {name}")
+
+
 @cli.command("package")
 @click.option("--entry", "entries", multiple=True, required=True, metavar="ID=FILE.wasm",
               help="An entry point: its id and WASI module (repeatable).")

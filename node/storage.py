@@ -228,6 +228,19 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX ledger_agreement_payments_by_agreement ON ledger_agreement_payments (agreement_id, role)",
         ),
     ),
+    Migration(
+        name="app_keys",
+        statements=(
+            """
+            CREATE TABLE app_keys (
+                name TEXT PRIMARY KEY,
+                key TEXT NOT NULL UNIQUE,
+                identity TEXT NOT NULL,
+                created_ms INTEGER NOT NULL
+            )
+            """,
+        ),
+    ),
 ]
 
 

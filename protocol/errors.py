@@ -15,6 +15,7 @@
     ├── NetError                   overlay failures (unknown peer, bad address)
     │   └── PeerUnreachableError   no link and no route to a node
     ├── ControlError               the local control channel failed or the node is not running
+    ├── AppKeyError                an app-key name that is taken, unknown or malformed
     ├── ChainError                 a blockchain RPC call, transaction or contract call failed
     ├── PaymentError               a payment operation that cannot be done
     │   ├── AllocationError        an allocation overdrawn, amended below its spending, or used after release
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "NodeError",
+    "AppKeyError",
     "PaymentError",
     "AllocationError",
     "InvalidPaymentTransitionError",
@@ -194,3 +196,7 @@ class InvalidPaymentTransitionError(PaymentError):
 
 class PaymentConflictError(PaymentError):
     """A payment id scheduled again with another payee or amount."""
+
+
+class AppKeyError(NodeError):
+    """An app-key name that is taken, unknown or malformed."""
