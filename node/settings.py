@@ -94,8 +94,9 @@ class NetSettings:
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
-    """[api]: where the local REST API listens."""
+    """[api]: whether and where the local REST API listens."""
 
+    enabled: bool
     host: str
     port: int
 
