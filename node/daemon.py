@@ -67,6 +67,7 @@ class Node:
         self._actors: list[pykka.ActorRef] = []  # in start order; stopped in reverse
         self._dbs: list[sqlite3.Connection] = []  # one connection per actor that stores things
         self._control: ControlServer | None = None
+        self._api: Any = None  # ApiServer (node/api), when serving
         self.net: Any = None  # NetActor proxy
         self.market: Any = None  # MarketActor proxy
         self.activity: Any = None  # ActivityActor proxy
@@ -98,8 +99,19 @@ class Node:
         # actors it talks to.
         self._control = ControlServer(cfg.data_dir, self._control_handlers(), self.node_id)
         self._control.start()
+        self._start_api()
         self._write_runtime_file()
         self._log.info("node_started", name=cfg.node.name, contact=self._ask(self.net.contact()))
+
+    def _start_api(self) -> None:
+        """Serve the REST API ([api]) on its own thread; an address that cannot be bound costs a warning, not the node."""
+        from node.api import ApiServer
+
+        if not self.settings.api.enabled:
+            return
+        server = ApiServer(self.settings, self.node_id, self, db_path(self.settings.data_dir))
+        if server.start():
+            self._api = server
 
     def _open_db(self) -> sqlite3.Connection:
         conn = open_database(db_path(self.settings.data_dir))
@@ -181,6 +193,8 @@ class Node:
 
     def shutdown(self) -> int:
         """Stop the control channel, then the actors in reverse start order; returns the exit code."""
+        if self._api is not None:
+            self._api.stop()
         if self._control is not None:
             self._control.stop()
         for ref in reversed(self._actors):
@@ -207,6 +221,7 @@ class Node:
             "contact": self._ask(self.net.contact()),
             "listen": self._ask(self.net.status()).listen,
             "control": self._control.endpoint if self._control else None,
+            "api": "http://{}:{}".format(*self._api.address) if self._api else None,
         }
         path = runtime_file(self.settings.data_dir)
         tmp = path.with_suffix(".tmp")
