@@ -26,12 +26,18 @@ def run_script(
     *,
     constraints: str = "",
     rank: str = "-golem.com.pricing.model.linear.coeffs[0]",
-    platform: str = "erc20-holesky-tglm",
+    platform: str | None = None,
     subnet: str = "public",
     timeout_s: float = 120.0,
+    budget_glm: str = "5",
+    wait_payment_s: float = 0.0,
     say: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Run script on a provider of runtime; returns the results (plain dicts).
+
+    With payments enabled on the node, the work is paid from a new allocation of budget_glm:
+    debit notes and the invoice are checked and accepted automatically, and with
+    wait_payment_s > 0 it waits that long for the invoice to be settled on the chain.
 
     Raises:
         ControlError: no node, no provider, or a step failed (the message says which).
@@ -43,6 +49,10 @@ def run_script(
 
     me = client.call(NetStatusRequest()).node_id
     now_ms = int(time.time() * 1000)
+    allocation = _allocate(call, platform, budget_glm, say)
+    if allocation is not None:
+        platform = allocation["platform"]
+    platform = platform or "erc20-holesky-tglm"
     props = {
         "golem.node.debug.subnet": subnet,
         "golem.srv.comp.expiration": now_ms + int(max(timeout_s, 300) * 1000) + 60_000,
@@ -86,6 +96,9 @@ def run_script(
                     if state == "Approved":
                         agreement_id = candidate
                         say(f"agreement {candidate[:16]} approved by {proposal['issuer_id']}")
+                        if allocation is not None:
+                            call("payment", "pay_agreement_from", agreement_id=candidate,
+                                 allocation_id=allocation["allocation_id"])
                     else:
                         say(f"agreement with {proposal['issuer_id']} ended {state}; trying another provider")
     finally:
@@ -97,8 +110,38 @@ def run_script(
         activity_id = created["activity_id"]
         say(f"activity {activity_id[:16]} started")
         batch = call("activity", "exec", activity_id=activity_id, script=script)
-        results = call("activity", "results", wait_s=timeout_s, activity_id=activity_id, batch_id=batch, timeout_s=timeout_s)
+        results: list[dict[str, Any]] = call(
+            "activity", "results", wait_s=timeout_s, activity_id=activity_id, batch_id=batch, timeout_s=timeout_s
+        )
         call("activity", "destroy", activity_id=activity_id)
-        return results
     finally:
         call("market", "terminate_agreement", agreement_id=agreement_id, reason={"message": "loam run finished"})
+    if allocation is not None and wait_payment_s > 0:
+        _wait_for_payment(call, agreement_id, wait_payment_s, say)
+    return results
+
+
+def _allocate(call: Callable[..., Any], platform: str | None, budget_glm: str, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """An allocation for the run, or None when the node runs no payments."""
+    try:
+        call("payment", "accounts")
+    except ControlError as exc:
+        if "no control target 'payment'" in str(exc):
+            return None
+        raise
+    allocation = call("payment", "create_allocation", amount=budget_glm, platform=platform)
+    say(f"allocation {allocation['allocation_id'][:16]}: {allocation['total_glm']} GLM on {allocation['platform']}")
+    return allocation
+
+
+def _wait_for_payment(call: Callable[..., Any], agreement_id: str, timeout_s: float, say: Callable[[str], None]) -> None:
+    """Wait until the agreement's invoice is settled on the chain; say what was paid, and how."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        invoices = [d for d in call("payment", "documents", kind="invoice") if d["agreement_id"] == agreement_id]
+        if invoices and invoices[0]["status"] == "Settled":
+            txs = sorted({p["tx_hash"] for p in call("payment", "payments") if agreement_id in p["agreements"]})
+            say(f"invoice {invoices[0]['document_id'][:16]} of {invoices[0]['amount_glm']} GLM settled in {', '.join(txs)}")
+            return
+        time.sleep(0.5)
+    raise ControlError(f"the invoice of agreement {agreement_id} was not settled within {timeout_s:.0f} s (see `loam payment status`)")

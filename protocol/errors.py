@@ -20,6 +20,7 @@
     ├── PaymentError               a payment operation that cannot be done
     │   ├── AllocationError        an allocation overdrawn, amended below its spending, or used after release
     │   ├── InvalidPaymentTransitionError  a debit note or invoice status change not allowed from its status
+    │   ├── PaymentNotFoundError   no such allocation, debit note, invoice or payment
     │   └── PaymentConflictError   a payment id scheduled again with another payee or amount
     └── ExeUnitError               an exe-unit cannot prepare or run the work it was given
         ├── PackageError           a WASI package (zip + manifest.json) that is malformed, unsafe or too big
@@ -35,6 +36,7 @@ __all__ = [
     "AllocationError",
     "InvalidPaymentTransitionError",
     "PaymentConflictError",
+    "PaymentNotFoundError",
     "ProtocolError",
     "DecodeError",
     "SignatureError",
@@ -192,6 +194,10 @@ class AllocationError(PaymentError):
 
 class InvalidPaymentTransitionError(PaymentError):
     """A debit note or invoice status change that is not allowed from its current status."""
+
+
+class PaymentNotFoundError(PaymentError):
+    """No such allocation, debit note, invoice or payment on this node."""
 
 
 class PaymentConflictError(PaymentError):

@@ -21,8 +21,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LAUNCH_PEER="$REPO/scripts/launch-peer.sh"
 
-UP_STEPS=(web nodes converge)
-DOWN_STEPS=(nodes web)
+UP_STEPS=(web chain nodes converge fund)
+DOWN_STEPS=(nodes chain web)
 
 # Settings; `up` takes them from its options, the other commands from DIR/testnet.env.
 NODES=5
@@ -34,7 +34,15 @@ CONVERGE_TIMEOUT_S="${LOAM_CONVERGE_TIMEOUT_S:-60}"
 DEMO_TIMEOUT_S="${LOAM_DEMO_TIMEOUT_S:-30}"
 DEMO_TOPIC=demo
 # node-0 is the requestor; the others sell compute (wasmtime) with their provider agents.
-PROVIDER_ENV=(LOAM_PROVIDER__ENABLED=true LOAM_PROVIDER__MAX_AGREEMENTS=4)
+PROVIDER_ENV=(LOAM_PROVIDER__ENABLED=true LOAM_PROVIDER__MAX_AGREEMENTS=4 LOAM_PROVIDER__PAYMENT_NETWORK=local)
+# Every node pays and is paid on the testnet's own chain (anvil), with the contracts that
+# `up` deploys there; the driver works in short cycles so that the demo sees its payment.
+ANVIL="$REPO/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+chain_port() { printf '%s\n' "$((BASE_PORT + 98))"; }
+payment_env() {
+    printf '%s\n' "LOAM_PAYMENT__NETWORK=local" "LOAM_PAYMENT__NETWORKS_FILE=$TESTNET_DIR/networks.toml" \
+        "LOAM_PAYMENT__BATCH_INTERVAL_S=${LOAM_TESTNET_BATCH_INTERVAL_S:-2}" "LOAM_PAYMENT__RESEND_S=2"
+}
 
 usage() {
     cat <<'EOF'
@@ -247,9 +255,10 @@ up_nodes() {
         local args=(start --data-dir "$dir" --host "$HOST" --port "$(node_port "$i")"
             --api-port "$(node_api_port "$i")" --name "$(node_name "$i")" --quiet)
         local env_args=()
+        mapfile -t env_args < <(payment_env)
         if ((i > 0)); then
             args+=(--bootstrap "$contact")
-            env_args=("${PROVIDER_ENV[@]}")
+            env_args+=("${PROVIDER_ENV[@]}")
         fi
         if ! env ${env_args[@]+"${env_args[@]}"} "$LAUNCH_PEER" "${args[@]}"; then
             warn "$(node_name "$i") did not start; stopping the nodes started so far"
@@ -296,6 +305,43 @@ down_web() {
         info "stopped the demo web server (pid $pid)"
     fi
     rm -f "$pid_file"
+}
+
+# The testnet's chain: anvil on BASE_PORT + 98 (chain id 31337, a block per transaction),
+# with the test GLM token and the multi-transfer contract deployed on it; their addresses
+# go to DIR/networks.toml, which every node reads as its [payment] networks_file.
+up_chain() {
+    [[ -x "$ANVIL" ]] || die "anvil is not installed: run scripts/setup.sh anvil"
+    local url="http://$HOST:$(chain_port)"
+    (exec setsid "$ANVIL" --silent --host "$HOST" --port "$(chain_port)" >"$TESTNET_DIR/anvil.log" 2>&1) &
+    printf '%s\n' "$!" >"$TESTNET_DIR/anvil.pid"
+    local deadline=$((SECONDS + 20)) out
+    until out="$("$LOAM" payment deploy-local --rpc "$url" --out "$TESTNET_DIR/networks.toml" 2>&1)"; do
+        if ((SECONDS >= deadline)) || ! kill -0 "$(cat "$TESTNET_DIR/anvil.pid")" 2>/dev/null; then
+            down_chain >/dev/null || true
+            die "could not deploy the contracts on anvil at $url: ${out##*$'\n'}"
+        fi
+        sleep 0.2
+    done
+    info "chain: anvil at $url (pid $(cat "$TESTNET_DIR/anvil.pid")); test GLM $(json_eval 'd["token_address"]' <(printf '%s' "$out")), multi-transfer $(json_eval 'd["multi_transfer"]' <(printf '%s' "$out"))"
+}
+
+down_chain() {
+    local pid_file="$TESTNET_DIR/anvil.pid" pid
+    [[ -f "$pid_file" ]] || return 0
+    pid="$(cat "$pid_file")"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q anvil; then
+        kill "$pid" 2>/dev/null || true
+        info "stopped anvil (pid $pid)"
+    fi
+    rm -f "$pid_file"
+}
+
+# The requestor (node-0) gets test GLM and gas money on the testnet's chain.
+up_fund() {
+    local out
+    out="$("$LOAM" payment fund --data-dir "$(node_dir 0)" --amount 1000 --json)" || die "could not fund node-0 with test GLM"
+    info "node-0 funded: $(json_eval 'd["token_glm"]' <(printf '%s' "$out")) test GLM on $(json_eval 'd["platform"]' <(printf '%s' "$out"))"
 }
 
 up_converge() {
@@ -509,10 +555,12 @@ demo_job() {
 JSON
     say ""
     info "demo job: node-0 runs an exe-script on a provider (demand -> agreement -> activity -> results)"
-    "$LOAM" run --data-dir "$(node_dir 0)" --package "$(cat "$package_file")" --script "$script" --timeout 60 ||
-        die "the demo job failed"
+    "$LOAM" run --data-dir "$(node_dir 0)" --package "$(cat "$package_file")" --script "$script" --timeout 60 \
+        --budget 5 --wait-payment 90 || die "the demo job failed"
     say ""
     "$LOAM" market agreements --data-dir "$(node_dir 0)"
+    say ""
+    "$LOAM" payment status --data-dir "$(node_dir 0)"
 }
 
 # item_latencies TMPDIR ITEM_ID ELAPSED_MS: reads TMPDIR/I.json (`loam debug items

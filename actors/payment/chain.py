@@ -47,6 +47,7 @@ __all__ = [
     "find_transfers",
     "load_artifact",
     "load_networks",
+    "load_network_layers",
     "mint",
     "platform_name",
     "receipt",
@@ -115,6 +116,36 @@ def load_networks(path: str | Path) -> dict[str, Network]:
     if not isinstance(table, dict) or not table:
         raise SettingsError(f"payment networks {path}: no [networks.<name>] tables")
     return {name: _parse_network(name, entry, path) for name, entry in table.items()}
+
+
+def load_network_layers(paths: Sequence[str | Path]) -> dict[str, Network]:
+    """Payment networks from several TOML files, later files overriding earlier ones key by key.
+
+    The node's own networks file (the testnet writes one) only needs the keys it changes,
+    e.g. the deployed ``token_address`` and ``multi_transfer`` and the ``rpc_urls`` of local.
+
+    Raises:
+        SettingsError: a file is missing or malformed, or a merged value is out of range.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    where: dict[str, str] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"payment networks {path}: {exc}") from exc
+        table = raw.get("networks", {})
+        if not isinstance(table, dict):
+            raise SettingsError(f"payment networks {path}: [networks] is not a table")
+        for name, entry in table.items():
+            if not isinstance(entry, dict):
+                raise SettingsError(f"payment network {name!r} in {path}: not a table")
+            merged.setdefault(name, {}).update(entry)
+            where[name] = str(path)
+    if not merged:
+        raise SettingsError(f"payment networks {', '.join(map(str, paths))}: no [networks.<name>] tables")
+    return {name: _parse_network(name, entry, where[name]) for name, entry in merged.items()}
 
 
 def _parse_network(name: str, entry: Any, path: str | Path) -> Network:

@@ -293,10 +293,15 @@ class PaymentDriver:
         pending = self._store.pending_payments(self.platform, limit=self._batch_max)
         if not pending:
             return []
-        if len(pending) >= self._batch_min and self._multi is not None:
+        # One transfer per payee: payments to the same payee are summed (fewer transfers,
+        # less gas); a payee gets one Transfer log per transaction, which is what it verifies.
+        by_payee: dict[str, list[Any]] = {}
+        for p in pending:
+            by_payee.setdefault(p.payee, []).append(p)
+        if len(by_payee) >= self._batch_min and self._multi is not None:
             groups = [("batch", pending)]
         else:
-            groups = [("single", [p]) for p in pending]
+            groups = [("single", ps) for ps in by_payee.values()]
         sent: list[str] = []
         for kind, payments in groups:
             now_ms = self._now_ms()
@@ -318,6 +323,11 @@ class PaymentDriver:
     # --- signing and sending ---------------------------------------------------------
 
     def _sign(self, kind: str, payments: list[tuple[str, int]], nonce: int, max_fee: int, tip: int, now_ms: int) -> TxRow:
+        merged: dict[str, int] = {}
+        for payee, amount in payments:
+            key = to_checksum_address(payee)
+            merged[key] = merged.get(key, 0) + amount
+        payments = list(merged.items())
         total = sum(amount for _, amount in payments)
         if kind == "batch":
             assert self._multi is not None

@@ -144,6 +144,25 @@ class DriverStore:
             ).fetchall()
         return [_payment(r) for r in rows]
 
+    def open_platforms(self) -> list[str]:
+        """Platforms with payments not yet final (pending or batched)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT platform FROM payments WHERE status IN ('pending', 'batched') ORDER BY platform"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def settled_since(self, since_ms: int) -> list[tuple[str, str, str | None, int]]:
+        """Payments confirmed or failed at or after ``since_ms``: (payment_id, status, tx_hash, updated_ms)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT p.payment_id, p.status, t.tx_hash, p.updated_ms FROM payments p "
+                "LEFT JOIN transactions t ON p.tx_id = t.tx_id "
+                "WHERE p.status IN ('confirmed', 'failed') AND p.updated_ms >= ? ORDER BY p.updated_ms",
+                (since_ms,),
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     def totals(self, platform: str) -> dict[str, int]:
         """The sum of amounts by payment status (every status present, 0 when empty)."""
         totals = dict.fromkeys(("pending", "batched", "confirmed", "failed"), 0)

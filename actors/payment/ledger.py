@@ -220,7 +220,7 @@ def check_debit_note(
 
 def check_invoice(
     invoice: Invoice, terms: PaymentTerms, last_accepted_debit_note_wei: int, usage_seen: Sequence[float] | None,
-    tolerance: Tolerance = Tolerance(),
+    tolerance: Tolerance = Tolerance(), *, expected_wei: int | None = None,
 ) -> Verdict:
     """The requestor's check of an invoice: the agreement's parties and platform, and the amount.
 
@@ -235,14 +235,17 @@ def check_invoice(
     amount = wei(invoice.amount_wei)
     if amount <= last_accepted_debit_note_wei:
         return Verdict.accept()
-    if usage_seen is None:
+    if usage_seen is None and expected_wei is None:
         return Verdict.reject(
             "IncorrectAmount", f"invoice {doc} asks {amount} wei, more than the {last_accepted_debit_note_wei} wei accepted"
         )
-    try:
-        expected = amount_due_wei(terms.coeffs, usage_seen)
-    except ValueError as exc:
-        return Verdict.reject("IncorrectAmount", f"invoice {doc}: {exc}")
+    if expected_wei is not None:
+        expected = expected_wei  # the caller priced the usage itself (an agreement of several activities)
+    else:
+        try:
+            expected = amount_due_wei(terms.coeffs, usage_seen or ())
+        except ValueError as exc:
+            return Verdict.reject("IncorrectAmount", f"invoice {doc}: {exc}")
     limit = max(tolerance.limit_wei(expected), last_accepted_debit_note_wei)
     if amount > limit:
         return Verdict.reject(

@@ -314,12 +314,22 @@ class LedgerStore:
     def agreement_account(self, agreement_id: str) -> AgreementAccount:
         """The payer's account of an agreement rebuilt from its accepted documents and payments made."""
         account = AgreementAccount(agreement_id)
+        # Debit notes are cumulative per activity: an agreement's total is the sum over its
+        # activities of each one's highest accepted total.
+        highest: dict[str, int] = {}
+        due: dict[str, int] = {}
         for rec in self.documents(DEBIT_NOTE, "received", agreement_id=agreement_id):
             if rec.status in ACCEPTED_STATUSES:
                 note = rec.document
                 assert isinstance(note, DebitNote)
                 accepted = rec.accepted_wei if rec.accepted_wei is not None else rec.amount_wei
-                account = account.accept_debit_note(rec.document_id, accepted, note.payment_due_ms is not None)
+                highest[note.activity_id] = max(highest.get(note.activity_id, 0), accepted)
+                if note.payment_due_ms is not None:
+                    due[note.activity_id] = max(due.get(note.activity_id, 0), accepted)
+        if highest:
+            account = account.accept_debit_note("", sum(highest.values()), False)
+        if due:
+            account = account.accept_debit_note("", sum(due.values()), True)
         for rec in self.documents(INVOICE, "received", agreement_id=agreement_id):
             if rec.status in ACCEPTED_STATUSES:
                 accepted = rec.accepted_wei if rec.accepted_wei is not None else rec.amount_wei
