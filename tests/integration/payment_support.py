@@ -1,0 +1,178 @@
+"""Payments on a real chain for integration tests: anvil with our contracts, node settings for it, balances."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.payment import chain as ch
+from protocol.errors import ChainError
+from tests.integration.harness import NodeProcess, free_port, wait_for
+
+__all__ = [
+    "ANVIL",
+    "PLATFORM",
+    "LocalChain",
+    "local_chain",
+    "payment_env",
+    "provider_env",
+    "payment_call",
+    "token_balance",
+    "wasm_package",
+]
+
+ANVIL = Path(__file__).resolve().parents[2] / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+PLATFORM = "erc20-local-tglm"
+
+
+@dataclass
+class LocalChain:
+    """An anvil process with the test GLM token and the multi-transfer contract deployed."""
+
+    url: str
+    networks_file: Path
+    token: str
+    multi: str
+    proc: subprocess.Popen[bytes]
+
+    def chain(self) -> ch.Chain:
+        """A Chain on it (for reading balances and transfers)."""
+        return ch.Chain([self.url], 31337, timeout_s=5.0)
+
+    def rpc(self, method: str, params: list[Any]) -> Any:
+        """A raw JSON-RPC call (anvil's evm_mine, evm_setAutomine, txpool_content…)."""
+        return self.chain().call(lambda w3: w3.provider.make_request(method, params), method)  # type: ignore[arg-type]
+
+
+@contextmanager
+def local_chain(base_dir: Path, *, automine: bool = True) -> Iterator[LocalChain]:
+    """Start anvil on a free port and deploy the contracts with `loam payment deploy-local`."""
+    if not ANVIL.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"anvil is missing under CI: run `scripts/setup.sh anvil` ({ANVIL} not installed)")
+        pytest.skip("anvil is not installed (scripts/setup.sh anvil)")
+    port = free_port()
+    cmd = [str(ANVIL), "--silent", "--host", "127.0.0.1", "--port", str(port)]
+    if not automine:
+        cmd.append("--no-mining")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    networks_file = base_dir / "networks.toml"
+    try:
+        chain = ch.Chain([url], 31337, timeout_s=2.0)
+
+        def up() -> bool:
+            try:
+                chain.call(lambda w3: w3.eth.block_number, "block number")
+                return True
+            except ChainError:
+                assert proc.poll() is None, "anvil exited"
+                return False
+
+        wait_for("anvil answers", up, 20)
+        if not automine:
+            # Deploying needs blocks: mine on a timer while deploying, then stop.
+            chain.call(lambda w3: w3.provider.make_request("evm_setAutomine", [True]), "automine on")
+        out = subprocess.run(
+            [sys.executable, "-m", "node.cli", "payment", "deploy-local", "--rpc", url, "--out", str(networks_file)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, f"deploy-local failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+        deployed = json.loads(out.stdout.strip().splitlines()[-1])
+        if not automine:
+            chain.call(lambda w3: w3.provider.make_request("evm_setAutomine", [False]), "automine off")
+        yield LocalChain(url, networks_file, deployed["token_address"], deployed["multi_transfer"], proc)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def payment_env(local: LocalChain, **extra: str) -> dict[str, str]:
+    """Settings that make a node pay and be paid on the local chain, in short cycles."""
+    env = {
+        "LOAM_PAYMENT__NETWORK": "local",
+        "LOAM_PAYMENT__NETWORKS_FILE": str(local.networks_file),
+        "LOAM_PAYMENT__BATCH_INTERVAL_S": "1",
+        "LOAM_PAYMENT__RESEND_S": "1",
+        "LOAM_PAYMENT__INVOICE_WAIT_S": "3",
+    }
+    env.update(extra)
+    return env
+
+
+def provider_env(local: LocalChain, runtime: str = "wasmtime", **extra: str) -> dict[str, str]:
+    """A provider selling compute paid on the local chain."""
+    return payment_env(
+        local,
+        LOAM_PROVIDER__ENABLED="true",
+        LOAM_PROVIDER__RUNTIME=runtime,
+        LOAM_PROVIDER__PAYMENT_NETWORK="local",
+        LOAM_PROVIDER__MAX_AGREEMENTS="8",
+        **extra,
+    )
+
+
+def payment_call(node: NodeProcess, method: str, timeout_s: float = 30.0, **args: Any) -> Any:
+    """A `payment` control call on a node."""
+    from protocol.control import ControlCall
+
+    return node.call(ControlCall("payment", method, args), timeout_s=timeout_s).value
+
+
+def token_balance(local: LocalChain, address: str) -> int:
+    """The test GLM balance of an address, read from the chain."""
+    return ch.balance_of(local.chain(), local.token, address)
+
+
+@contextmanager
+def wasm_package(base_dir: Path) -> Iterator[str]:
+    """The WASI test programs as a package served over http; yields the task-package string."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from exeunits.wasm.package import make_package
+    from tests.wasm_programs import build_wasm_programs
+
+    root = base_dir / "www"
+    root.mkdir(parents=True, exist_ok=True)
+    build = build_wasm_programs()
+    entry_points = {name: build / f"{name}.wasm" for name in ("wc", "hello", "exitcode", "trap", "spin")}
+    make_package(root / "programs.zip", entry_points, [("ro", "input"), ("rw", "output")])
+    digest = hashlib.sha3_224((root / "programs.zip").read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined,assignment]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"hash:sha3:{digest}:http://127.0.0.1:{server.server_address[1]}/programs.zip"
+    finally:
+        server.shutdown()
+
+
+def wait_settled(node: NodeProcess, agreement_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Wait until the requestor's invoice for an agreement is Settled; returns it."""
+
+    def settled() -> dict[str, Any] | None:
+        for doc in payment_call(node, "documents", kind="invoice"):
+            if doc["agreement_id"] == agreement_id and doc["status"] == "Settled":
+                return doc
+        return None
+
+    return wait_for(f"invoice of {agreement_id[:12]} settled", settled, timeout_s, interval_s=0.3)
+
+
+def now_ms() -> int:
+    """Wall-clock ms."""
+    return int(time.time() * 1000)
