@@ -23,7 +23,10 @@ __all__ = [
     "NetSettings",
     "ApiSettings",
     "ActorSettings",
+    "ProviderSettings",
+    "MetricsSettings",
     "load_settings",
+    "payment_networks",
     "parse_contact",
     "parse_tcp_address",
     "default_data_dir",
@@ -34,6 +37,7 @@ __all__ = [
 ]
 
 DEFAULTS_PATH = Path(__file__).resolve().parents[1] / "config" / "node.toml"
+NETWORKS_PATH = DEFAULTS_PATH.parent / "networks.toml"
 CONFIG_FILE_NAME = "loam.toml"
 ENV_PREFIX = "LOAM_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -42,6 +46,7 @@ CURVE_KEY_BYTES = 32
 _COMMAND_LINE = "command line"
 _HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$")
 _SUBNET_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_ACCOUNT_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 # Hosts one can bind to but never dial.
 _UNDIALABLE_HOSTS = frozenset({"0.0.0.0", "[::]", "*"})
 
@@ -129,6 +134,21 @@ class ProviderSettings:
     max_expiration_s: float
     offer_ttl_s: float
     max_run_s: float
+    account: str
+    debit_note_interval_s: float
+    debit_note_accept_timeout_s: float
+    payment_timeout_s: float
+    allow_requestors: tuple[str, ...]
+    block_requestors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """[metrics]: the Prometheus endpoint."""
+
+    enabled: bool
+    host: str
+    port: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +162,10 @@ class Settings:
     api: ApiSettings
     actors: ActorSettings
     provider: ProviderSettings
+    metrics: MetricsSettings
+    # The command-line layer the settings were loaded with, so a running node can reload
+    # its files without losing its flags (dotted key, value).
+    overrides: tuple[tuple[str, Any], ...] = ()
 
 
 _SECTIONS: dict[str, type] = {
@@ -151,6 +175,7 @@ _SECTIONS: dict[str, type] = {
     "api": ApiSettings,
     "actors": ActorSettings,
     "provider": ProviderSettings,
+    "metrics": MetricsSettings,
 }
 _FIELD_TYPES: dict[str, dict[str, Any]] = {
     name: typing.get_type_hints(cls) for name, cls in _SECTIONS.items()
@@ -277,7 +302,41 @@ def load_settings(
             values[f.name] = _check_type(section, f.name, value, source)
         sections[section] = values
     _check_values(sections, merged)
-    return Settings(data_dir=data_dir, **{s: _SECTIONS[s](**v) for s, v in sections.items()})
+    networks = payment_networks(data_dir, sections.get("payment", {}).get("networks_file", ""))
+    if sections["provider"]["payment_network"] not in networks:
+        network, source = merged[("provider", "payment_network")]
+        raise SettingsError(
+            f"provider.payment_network (from {source}) = {network!r} is not a known payment network "
+            f"(known: {', '.join(networks)})"
+        )
+    kept = tuple((k, v) for k, v in (overrides or {}).items() if v is not None)
+    return Settings(data_dir=data_dir, overrides=kept, **{s: _SECTIONS[s](**v) for s, v in sections.items()})
+
+
+def payment_networks(data_dir: Path | None = None, networks_file: str = "") -> tuple[str, ...]:
+    """The names of the payment networks: config/networks.toml, and the node's own networks file
+    (networks_file, relative to the data dir; else <data dir>/networks.toml when it exists).
+
+    Raises:
+        SettingsError: the shipped file is missing, or a networks file is not TOML.
+    """
+    paths = [NETWORKS_PATH]
+    if data_dir is not None:
+        extra = Path(data_dir) / (networks_file or "networks.toml")
+        if networks_file or extra.exists():
+            paths.append(extra)
+    names: list[str] = []
+    for path in paths:
+        try:
+            with path.open("rb") as fh:
+                table = tomllib.load(fh).get("networks", {})
+        except FileNotFoundError:
+            continue  # the payment settings report a missing networks_file themselves
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"the payment networks {path} cannot be read: {exc}") from None
+        if isinstance(table, dict):
+            names += [n for n in table if n not in names]
+    return tuple(names)
 
 
 def _unknown_key_error(section: str, key: str | None, source: str) -> SettingsError:
@@ -466,6 +525,24 @@ def _check_values(sections: dict[str, dict[str, Any]], merged: _Layer) -> None:
         fail("provider", "min_expiration_s", f"is above {where('provider', 'max_expiration_s')}")
     if not _SUBNET_RE.match(provider["payment_network"]) or not _SUBNET_RE.match(provider["payment_driver"]):
         fail("provider", "payment_network", "must be a network name such as holesky or polygon")
+    if provider["account"] and not _ACCOUNT_RE.match(provider["account"]):
+        fail("provider", "account", "must be an address 0x followed by 40 hex digits, or \"\" for the node's own")
+    # Golem's bounds: a debit note every 1 s to 24 h, accepted within at least 5 s.
+    if not 1.0 <= provider["debit_note_interval_s"] <= 86400.0:
+        fail("provider", "debit_note_interval_s", "must be between 1 and 86400 seconds")
+    if provider["debit_note_accept_timeout_s"] < 5.0:
+        fail("provider", "debit_note_accept_timeout_s", "must be at least 5 seconds")
+    for key in ("allow_requestors", "block_requestors"):
+        for node_id in provider[key]:
+            if not _ACCOUNT_RE.match(node_id):
+                fail("provider", key, f"holds {node_id!r}, which is not a node id (0x followed by 40 hex digits)")
+        provider[key] = tuple(n.lower() for n in provider[key])
+
+    metrics = sections["metrics"]
+    if not metrics["host"]:
+        fail("metrics", "host", "must name a host to listen on")
+    if not 0 <= metrics["port"] <= 65535:
+        fail("metrics", "port", "is not a port; a port is 0-65535 (0 = any free port)")
 
     if not api["host"]:
         fail("api", "host", "must name a host to listen on")

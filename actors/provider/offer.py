@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from node.settings import ProviderSettings
 
-__all__ = ["payment_platform", "offer_properties", "offer_constraints", "linear_coeffs", "check_demand", "Verdict"]
+__all__ = ["payment_platform", "offer_properties", "offer_constraints", "linear_coeffs", "check_demand", "check_requestor", "Verdict"]
 
 USAGE_VECTOR = ["golem.usage.cpu_sec", "golem.usage.duration_sec"]
 
@@ -44,10 +44,10 @@ def offer_properties(cfg: ProviderSettings, node_id: str, node_name: str, subnet
         "golem.srv.caps.multi-activity": True,
         "golem.activity.caps.transfer.protocol": ["http", "https", "gftp"],
         "golem.com.scheme": "payu",
-        "golem.com.scheme.payu.debit-note.interval-sec?": 120.0,
-        "golem.com.scheme.payu.payment-timeout-sec?": 120.0,
-        "golem.com.payment.debit-notes.accept-timeout?": 240,
-        f"golem.com.payment.platform.{plat}.address": node_id,
+        "golem.com.scheme.payu.debit-note.interval-sec?": float(cfg.debit_note_interval_s),
+        "golem.com.scheme.payu.payment-timeout-sec?": float(cfg.payment_timeout_s),
+        "golem.com.payment.debit-notes.accept-timeout?": int(cfg.debit_note_accept_timeout_s),
+        f"golem.com.payment.platform.{plat}.address": cfg.account or node_id,
         "golem.com.payment.protocol.version": 3,
         "golem.com.pricing.model": "linear",
         "golem.com.pricing.model.linear.coeffs": linear_coeffs(cfg),
@@ -68,8 +68,24 @@ class Verdict:
     reason: str = ""
 
 
-def check_demand(cfg: ProviderSettings, demand_props: dict[str, Any], now_ms: int, active_agreements: int) -> Verdict:
+def check_requestor(cfg: ProviderSettings, requestor_id: str) -> Verdict:
+    """Whether the provider deals with this requestor at all: its block-list, then its allow-list."""
+    node_id = requestor_id.lower()
+    if node_id in cfg.block_requestors:
+        return Verdict(False, f"requestor {requestor_id} is blocked by this provider")
+    if cfg.allow_requestors and node_id not in cfg.allow_requestors:
+        return Verdict(False, f"requestor {requestor_id} is not on this provider's allow-list")
+    return Verdict(True)
+
+
+def check_demand(
+    cfg: ProviderSettings, demand_props: dict[str, Any], now_ms: int, active_agreements: int, requestor_id: str = ""
+) -> Verdict:
     """Whether the provider takes a requestor's proposal, by its negotiation rules."""
+    if requestor_id:
+        verdict = check_requestor(cfg, requestor_id)
+        if not verdict.accept:
+            return verdict
     if active_agreements >= cfg.max_agreements:
         return Verdict(False, f"no free capacity: {active_agreements} of {cfg.max_agreements} agreements in use")
     expiration = demand_props.get("golem.srv.comp.expiration")
