@@ -29,6 +29,12 @@ __all__ = [
     "payment_call",
     "token_balance",
     "wasm_package",
+    "wait_settled",
+    "negotiate",
+    "activity_call",
+    "db_rows",
+    "payment_transfers",
+    "approve_multi_transfer",
 ]
 
 ANVIL = Path(__file__).resolve().parents[2] / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
@@ -176,3 +182,81 @@ def wait_settled(node: NodeProcess, agreement_id: str, timeout_s: float = 60.0) 
 def now_ms() -> int:
     """Wall-clock ms."""
     return int(time.time() * 1000)
+
+
+def negotiate(
+    requestor: NodeProcess, provider: NodeProcess, task_package: str, extra: dict[str, Any] | None = None,
+    runtime: str = "wasmtime", timeout_s: float = 60.0,
+) -> str:  # fmt: skip
+    """An Approved agreement with this very provider, paid on the local chain; returns its id.
+
+    `extra` adds demand properties (a short debit-note interval, an accept timeout…).
+    """
+    from tests.integration.harness import market_call
+
+    props: dict[str, Any] = {
+        "golem.node.debug.subnet": requestor.subnet,
+        "golem.srv.comp.expiration": now_ms() + 3_600_000,
+        f"golem.com.payment.platform.{PLATFORM}.address": requestor.node_id,
+        "golem.srv.comp.task_package": task_package,
+        **(extra or {}),
+    }
+    sub = market_call(requestor, "subscribe_demand", {"properties": props, "constraints": f"(golem.runtime.name={runtime})"})
+    try:
+        initial = wait_for(
+            f"{provider.name}'s Initial proposal",
+            lambda: [e for e in market_call(requestor, "collect", {"sub_id": sub, "timeout_s": 0.5, "max_events": 100})
+                     if e.get("proposal") and e["proposal"]["issuer_id"] == provider.node_id],
+            timeout_s,
+        )  # fmt: skip
+        market_call(requestor, "counter_proposal", {
+            "sub_id": sub, "proposal_id": initial[0]["proposal"]["proposal_id"], "properties": props, "constraints": "()",
+        })  # fmt: skip
+
+        def draft() -> list[dict[str, Any]]:
+            events = market_call(requestor, "collect", {"sub_id": sub, "timeout_s": 0.5, "max_events": 100})
+            return [e for e in events if e.get("proposal") and e["proposal"]["state"] == "Draft"
+                    and e["proposal"]["issuer_id"] == provider.node_id]  # fmt: skip
+
+        drafts = wait_for(f"{provider.name}'s Draft", draft, timeout_s)
+        agreement_id = market_call(requestor, "create_agreement", {
+            "proposal_id": drafts[0]["proposal"]["proposal_id"], "valid_to_ms": now_ms() + 3_600_000,
+        })  # fmt: skip
+        market_call(requestor, "confirm_agreement", {"agreement_id": agreement_id})
+        state = market_call(requestor, "wait_agreement", {"agreement_id": agreement_id, "timeout_s": 20})
+        assert state == "Approved", f"agreement with {provider.name} is {state}"
+        return agreement_id
+    finally:
+        market_call(requestor, "unsubscribe", {"sub_id": sub})
+
+
+def activity_call(node: NodeProcess, method: str, timeout_s: float = 90.0, **args: Any) -> Any:
+    """An `activity` control call on a node."""
+    from protocol.control import ControlCall
+
+    return node.call(ControlCall("activity", method, args), timeout_s=timeout_s).value
+
+
+def db_rows(node: NodeProcess, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query on a node's database (WAL: safe while the node runs, and after it died)."""
+    import sqlite3
+
+    from node.storage import db_path
+
+    conn = sqlite3.connect(f"file:{db_path(node.data_dir)}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def payment_transfers(local: LocalChain, payer: str, payee: str | None = None) -> list[ch.Transfer]:
+    """Every Transfer log of the test GLM from payer (to payee), in the whole chain."""
+    return ch.find_transfers(local.chain(), local.token, payee, 0, None, sender=payer)
+
+
+def approve_multi_transfer(local: LocalChain, key: str | bytes) -> None:
+    """Let the multi-transfer contract move the key's tokens, mined now (as the driver does before its first batch)."""
+    tx = ch.ensure_allowance(local.chain(), key, local.token, local.multi, 2**200)
+    if tx is not None:
+        ch.wait_for_receipt(local.chain(), tx, timeout_s=60.0)

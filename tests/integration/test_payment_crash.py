@@ -1,0 +1,146 @@
+"""Crashes during payment, with real node processes on anvil: nothing lost, nothing paid twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.payment import chain as ch
+from protocol.identity import Identity
+from tests.integration.harness import NodeProcess, Testnet, market_call, wait_for
+from tests.integration.payment_support import (
+    approve_multi_transfer,
+    activity_call,
+    db_rows,
+    local_chain,
+    negotiate,
+    payment_call,
+    payment_env,
+    payment_transfers,
+    provider_env,
+    token_balance,
+    wasm_package,
+)
+
+pytestmark = pytest.mark.integration
+
+FUNDS_WEI = 100 * 10**18
+HELLO = [{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "hello", "args": ["paid"]}}]
+
+
+def _docs(node: NodeProcess, kind: str, role: str, agreement_id: str | None = None) -> list[dict[str, Any]]:
+    return [
+        d for d in payment_call(node, "documents", kind=kind)
+        if d["role"] == role and (agreement_id is None or d["agreement_id"] == agreement_id)
+    ]  # fmt: skip
+
+
+def _run_and_end(requestor: NodeProcess, agreement_id: str, script: list[dict[str, Any]]) -> None:
+    """One activity running script to the end, destroyed, and the agreement terminated."""
+    activity_id = activity_call(requestor, "create", agreement_id=agreement_id)["activity_id"]
+    batch = activity_call(requestor, "exec", activity_id=activity_id, script=script)
+    results = activity_call(requestor, "results", activity_id=activity_id, batch_id=batch, timeout_s=60)
+    assert [r["result"] for r in results] == ["Ok"] * len(script), [r["message"] for r in results]
+    activity_call(requestor, "destroy", activity_id=activity_id)
+    market_call(requestor, "terminate_agreement", {"agreement_id": agreement_id, "reason": {"message": "done"}})
+
+
+def _live_txs(node: NodeProcess) -> list[tuple[str, str, str]]:
+    """The node's payment transactions (tx_hash, status, kind) that are not replaced or failed."""
+    return [tuple(r) for r in db_rows(node, "SELECT tx_hash, status, kind FROM transactions WHERE status NOT IN ('replaced', 'failed')")]
+
+
+def test_a_requestor_killed_between_sending_a_batch_and_its_confirmation_pays_each_invoice_once(
+    testnet: Testnet, tmp_path: Path
+) -> None:
+    with local_chain(tmp_path, automine=False) as local, wasm_package(tmp_path) as package:
+        me = Identity.generate()
+        # Payments made by hand: both invoices are accepted at once, so one batch pays them.
+        requestor = testnet.add("requestor", identity=me, env=payment_env(local, LOAM_PAYMENT__BATCH_INTERVAL_S="2"))
+        providers = [testnet.add(f"provider-{i}", env=provider_env(local)) for i in range(2)]
+
+        # Set-up on a mining chain: tokens, and the multi-transfer contract's allowance.
+        local.rpc("evm_setAutomine", [True])
+        payment_call(requestor, "fund", amount="100", timeout_s=90)
+        approve_multi_transfer(local, me.private_key)
+        local.rpc("evm_setAutomine", [False])
+        wait_for("the balance known", lambda: payment_call(requestor, "status")["balances"], 30)
+        allocation = payment_call(requestor, "create_allocation", amount="10")
+
+        wait_for("two offers", lambda: len(market_call(requestor, "known_offers", {})) >= 2, 30)
+        agreements = {}
+        for p in providers:
+            agreement_id = negotiate(requestor, p, package)
+            payment_call(requestor, "pay_agreement_from", agreement_id=agreement_id,
+                         allocation_id=allocation["allocation_id"], auto_accept=False)  # fmt: skip
+            _run_and_end(requestor, agreement_id, HELLO)
+            agreements[p.node_id] = agreement_id
+
+        received = wait_for(
+            "both invoices received",
+            lambda: (got := _docs(requestor, "invoice", "received")) and len(got) == 2 and got,
+            60,
+        )
+        invoice_of = {d["peer_id"]: d for d in received}
+        assert set(invoice_of) == {p.node_id for p in providers}
+        assert all(int(d["amount_wei"]) > 0 for d in received)
+        for d in received:
+            payment_call(requestor, "accept", kind="invoice", document_id=d["document_id"],
+                         allocation_id=allocation["allocation_id"])  # fmt: skip
+
+        # The driver records and sends the batch; nothing mines it.
+        def sent() -> list[tuple[str, str, str]] | None:
+            txs = _live_txs(requestor)
+            batched = db_rows(requestor, "SELECT count(*) FROM payments WHERE status = 'batched'")[0][0]
+            return txs if batched == 2 and txs and all(t[1] == "sent" for t in txs) else None
+
+        txs = wait_for("the batch sent", sent, 60, interval_s=0.2)
+        pool = local.rpc("txpool_content", [])["result"]["pending"]
+        pooled = {tx["hash"].lower() for by_nonce in pool.values() for tx in by_nonce.values()}
+        assert {t[0].lower() for t in txs} <= pooled
+        assert [t[2] for t in txs] == ["batch"], txs  # both invoices in one multi-transfer
+        assert not payment_transfers(local, me.node_id)
+
+        requestor.kill()
+        local.rpc("evm_mine", [])
+        receipt = ch.receipt(local.chain(), txs[0][0])
+        assert receipt is not None and receipt.succeeded
+        requestor.start()
+
+        # Reconciled after the restart: the mined batch is confirmed, not sent again.
+        def all_settled() -> list[dict[str, Any]] | None:
+            got = _docs(requestor, "invoice", "received")
+            return got if {d["status"] for d in got} == {"Settled"} else None
+
+        wait_for("both invoices settled on the requestor", all_settled, 60, interval_s=0.5)
+        for p in providers:
+            wait_for(
+                f"{p.name} verifies the payment and marks its invoice Settled",
+                lambda p=p: [d["status"] for d in _docs(p, "invoice", "issued")] == ["Settled"],
+                60,
+            )
+        # A few more blocks and cycles: any second payment would show now.
+        for _ in range(3):
+            local.rpc("evm_mine", [])
+        wait_for("the requestor's payment notices acknowledged",
+                 lambda: all(p["acked"] for p in payment_call(requestor, "payments") if p["role"] == "made"), 30)  # fmt: skip
+        local.rpc("evm_mine", [])
+
+        total = 0
+        for p in providers:
+            amount = int(invoice_of[p.node_id]["amount_wei"])
+            total += amount
+            assert token_balance(local, p.node_id) == amount
+            transfers = payment_transfers(local, me.node_id, p.node_id)
+            assert [(t.tx_hash.lower(), t.amount_wei) for t in transfers] == [(txs[0][0].lower(), amount)]
+            assert int(payment_call(p, "status")["received_wei"]) == amount
+        assert token_balance(local, me.node_id) == FUNDS_WEI - total
+        assert int(payment_call(requestor, "status")["paid_wei"]) == total
+        scheduled = payment_call(requestor, "scheduled")
+        assert sorted((s["agreement_id"], s["status"], s["tx_hash"]) for s in scheduled) == sorted(
+            (agreements[p.node_id], "confirmed", txs[0][0]) for p in providers
+        )
+        assert _live_txs(requestor) == [(txs[0][0], "confirmed", "batch")]
+        assert not local.rpc("txpool_content", [])["result"]["pending"]
