@@ -365,3 +365,27 @@ def test_bump_fee_rounds_up_to_at_least_an_eighth_more() -> None:
     assert bump_fee(8) == 9
     assert bump_fee(1) == 2
     assert bump_fee(10**9) == 1_125_000_000
+
+
+def test_payments_to_the_same_payee_are_summed_into_one_transfer(env: Env) -> None:
+    driver = env.driver(batch_min=2)
+    a, b = _payees(2)
+    for i, (payee, amount) in enumerate([(a, 5), (b, 7), (a, 11), (a, 13)]):
+        driver.schedule(f"agr-{i}", payee, amount)
+    (tx_hash,) = driver.cycle()  # two payees: one batch of two transfers
+    receipt = ch.wait_for_receipt(env.d.chain, tx_hash, timeout_s=10)
+    to_a = ch.find_transfers(env.d.chain, env.d.token, a, receipt.block_number, receipt.block_number)
+    assert [t.amount_wei for t in to_a] == [5 + 11 + 13]
+    assert env.balance(a) == 29 and env.balance(b) == 7
+    driver.cycle()
+    assert driver.status()["confirmed"] == 36  # each payment counted once, all four confirmed
+
+
+def test_payments_to_one_payee_alone_go_as_one_single_transfer(env: Env) -> None:
+    driver = env.driver(batch_min=2)
+    (a,) = _payees(1)
+    driver.schedule("x-1", a, 3)
+    driver.schedule("x-2", a, 4)
+    assert len(driver.cycle()) == 1
+    (tx,) = driver._store.txs(driver.platform, env.payer)
+    assert tx.kind == "single" and env.balance(a) == 7

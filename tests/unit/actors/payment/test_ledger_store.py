@@ -150,3 +150,22 @@ def test_ledger_survives_reopening(tmp_path: Path) -> None:
         assert [r.document for r in LedgerStore(again).unacked(payment.INVOICE)] == [invoice()]
     finally:
         again.close()
+
+
+def test_an_agreements_debit_notes_count_per_activity_and_add_up_across_activities(store: LedgerStore) -> None:
+    agreement_id = invoice().agreement_id
+
+    def note(activity_id: str, total: int, due: bool) -> payment.DebitNote:
+        return payment.make_debit_note(
+            PROVIDER, agreement_id=agreement_id, activity_id=activity_id, recipient_id=REQUESTOR.node_id,
+            payment_platform=PLATFORM, total_amount_due_wei=total, usage_counter_vector=(1.0, 2.0),
+            timestamp_ms=total, payment_due_ms=total + 1 if due else None,
+        )  # fmt: skip
+
+    # Activity a: cumulative 10 then 30 (due); activity b: 5, then a late duplicate-ish 4.
+    for n in (note("a" * 32, 10, False), note("a" * 32, 30, True), note("b" * 32, 5, False), note("b" * 32, 4, False)):
+        store.add_document(DocumentRecord(n, "received", "Accepted", accepted_wei=int(n.total_amount_due_wei)))
+    account = store.agreement_account(agreement_id)
+    assert account.debit_note_wei == 30 + 5  # the highest of each activity, summed
+    assert account.due_wei == 30
+    assert account.to_pay_wei() == 30  # only what is due is payable before the invoice
