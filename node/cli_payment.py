@@ -8,16 +8,18 @@ from typing import Any
 
 import click
 
-__all__ = ["payment_group"]
+__all__ = ["make_payment_group"]
 
 _FUND_TIMEOUT_S = 150.0
 
 
+_CALL: Any = None  # node.cli's _call, given by make_payment_group (no import of node.cli here: it may be __main__)
+
+
 def _payment_call(data_dir: Path, method: str, timeout_s: float = 15.0, **args: Any) -> Any:
-    from node.cli import _call
     from protocol.control import ControlCall, ControlResult
 
-    return _call(data_dir, ControlCall("payment", method, args), ControlResult, timeout_s=timeout_s).value
+    return _CALL(data_dir, ControlCall("payment", method, args), ControlResult, timeout_s=timeout_s).value
 
 
 def _emit_json(value: Any) -> None:
@@ -36,20 +38,17 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     Console().print(table)
 
 
-def _data_dir_option(func: Any) -> Any:
-    from node.cli import _data_dir_option as option
-
-    return option(func)
-
-
 def _json_option(func: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(func)
 
 
-def _make_group() -> click.Group:
-    from node.cli import _LoamGroup
+def make_payment_group(group_cls: type[click.Group], data_dir_option: Any, call: Any) -> click.Group:
+    """The `loam payment` group, built with node.cli's group class, --data-dir option and control call."""
+    global _CALL
+    _CALL = call
+    _data_dir_option = data_dir_option
 
-    @click.group("payment", cls=_LoamGroup)
+    @click.group("payment", cls=group_cls)
     def group() -> None:
         """Payments of a running node: allocations, debit notes, invoices, settlement on the chain."""
 
@@ -201,5 +200,3 @@ def _make_group() -> click.Group:
 
     return group
 
-
-payment_group = _make_group()

@@ -152,6 +152,25 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentSettings:
+    """[payment]: the ledger and the ERC-20 driver: networks, batching cycle, fees, tolerance."""
+
+    enabled: bool
+    network: str
+    networks_file: str
+    batch_interval_s: float
+    batch_min: int
+    batch_max: int
+    max_fee_gwei: float
+    stuck_after_s: float
+    resend_s: float
+    allocation_timeout_s: float
+    tolerance_percent: float
+    invoice_wait_s: float
+    chain_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a node is configured with, checked once at load and passed down explicitly."""
 
@@ -163,6 +182,7 @@ class Settings:
     actors: ActorSettings
     provider: ProviderSettings
     metrics: MetricsSettings
+    payment: PaymentSettings
     # The command-line layer the settings were loaded with, so a running node can reload
     # its files without losing its flags (dotted key, value).
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -176,6 +196,7 @@ _SECTIONS: dict[str, type] = {
     "actors": ActorSettings,
     "provider": ProviderSettings,
     "metrics": MetricsSettings,
+    "payment": PaymentSettings,
 }
 _FIELD_TYPES: dict[str, dict[str, Any]] = {
     name: typing.get_type_hints(cls) for name, cls in _SECTIONS.items()
@@ -543,6 +564,16 @@ def _check_values(sections: dict[str, dict[str, Any]], merged: _Layer) -> None:
         fail("metrics", "host", "must name a host to listen on")
     if not 0 <= metrics["port"] <= 65535:
         fail("metrics", "port", "is not a port; a port is 0-65535 (0 = any free port)")
+
+    payment = sections["payment"]
+    if not _SUBNET_RE.match(payment["network"]):
+        fail("payment", "network", "must be a network name such as holesky or polygon")
+    if not 1 <= payment["batch_min"] <= payment["batch_max"] <= 500:
+        fail("payment", "batch_min", f"must be at least 1 and at most {where('payment', 'batch_max')} (at most 500)")
+    if payment["max_fee_gwei"] <= 0:
+        fail("payment", "max_fee_gwei", "must be a positive gas price in gwei")
+    if not 0 <= payment["tolerance_percent"] <= 100:
+        fail("payment", "tolerance_percent", "must be a percentage 0-100")
 
     if not api["host"]:
         fail("api", "host", "must name a host to listen on")

@@ -241,6 +241,62 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        name="payment_tracking",
+        statements=(
+            # What the ledger actor tracks beyond the documents: the payment terms of each
+            # agreement, each activity's usage and debit-note timing, and the payments the
+            # requestor has handed to the driver (recorded before they are handed over).
+            """
+            CREATE TABLE payment_agreements (
+                agreement_id TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('provider', 'requestor')),
+                peer_id TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                payee_address TEXT NOT NULL,
+                payer_address TEXT NOT NULL,
+                terms TEXT NOT NULL,
+                allocation_id TEXT,
+                auto_accept INTEGER NOT NULL DEFAULT 0,
+                state TEXT NOT NULL CHECK (state IN ('open', 'ended', 'invoiced')),
+                ended_ms INTEGER,
+                created_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL,
+                PRIMARY KEY (agreement_id, role)
+            )
+            """,
+            "CREATE INDEX payment_agreements_by_state ON payment_agreements (role, state)",
+            """
+            CREATE TABLE payment_activities (
+                activity_id TEXT PRIMARY KEY,
+                agreement_id TEXT NOT NULL,
+                usage TEXT NOT NULL,
+                amount_wei TEXT NOT NULL,
+                ended INTEGER NOT NULL DEFAULT 0,
+                last_note_id TEXT NOT NULL DEFAULT '',
+                last_note_ms INTEGER NOT NULL DEFAULT 0,
+                updated_ms INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX payment_activities_by_agreement ON payment_activities (agreement_id)",
+            """
+            CREATE TABLE scheduled_payments (
+                payment_id TEXT PRIMARY KEY,
+                agreement_id TEXT NOT NULL,
+                payee_id TEXT NOT NULL,
+                payee_address TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                amount_wei TEXT NOT NULL,
+                document_ids TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('scheduled', 'confirmed', 'failed')),
+                tx_hash TEXT,
+                created_ms INTEGER NOT NULL,
+                updated_ms INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX scheduled_payments_by_agreement ON scheduled_payments (agreement_id, status)",
+        ),
+    ),
 ]
 
 
