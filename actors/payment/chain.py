@@ -99,6 +99,12 @@ class Network:
     confirmations: int
     testnet: bool
     rpc_urls: tuple[str, ...]
+    multi_transfer_abi: str = "loam"  # "golem": Golem's own contract, whose ABI the driver does not speak
+
+    @property
+    def batch_contract(self) -> str | None:
+        """The multi-transfer contract the driver can batch through (ours), or None: single transfers."""
+        return self.multi_transfer if self.multi_transfer_abi == "loam" else None
 
 
 def load_networks(path: str | Path) -> dict[str, Network]:
@@ -191,7 +197,14 @@ def _parse_network(name: str, entry: Any, path: str | Path) -> Network:
         confirmations=confirmations,
         testnet=field("testnet", bool),
         rpc_urls=tuple(urls),
+        multi_transfer_abi=_abi(entry.get("multi_transfer_abi", "loam"), where),
     )
+
+
+def _abi(value: Any, where: str) -> str:
+    if value not in ("loam", "golem"):
+        raise SettingsError(f"{where}: multi_transfer_abi must be \"loam\" or \"golem\", got {value!r}")
+    return str(value)
 
 
 def platform_name(network: Network) -> str:

@@ -211,7 +211,7 @@ class PaymentDriverActor(LoamActor):
             net = self.network(platform)
             driver = PaymentDriver(
                 self._store, self._chain(platform), self._identity.private_key, net.token_address or "",
-                net.multi_transfer, confirmations=net.confirmations,
+                net.batch_contract, confirmations=net.confirmations,
                 max_fee_cap_wei=int(self._cfg.max_fee_gwei * 10**9), batch_min=self._cfg.batch_min,
                 batch_max=self._cfg.batch_max, stuck_after_s=self._cfg.stuck_after_s, platform=platform,
             )  # fmt: skip
@@ -227,9 +227,9 @@ class PaymentDriverActor(LoamActor):
         if platform in self._approved:
             return
         net = self.network(platform)
-        if net.multi_transfer is not None:
+        if net.batch_contract is not None:
             chain = self._chain(platform)
-            tx = ch.ensure_allowance(chain, self._identity.private_key, net.token_address or "", net.multi_transfer, 2**200)
+            tx = ch.ensure_allowance(chain, self._identity.private_key, net.token_address or "", net.batch_contract, 2**200)
             if tx is not None:
                 ch.wait_for_receipt(chain, tx, timeout_s=120.0)
                 self._log.info("multi_transfer_approved", platform=platform, tx_hash=tx)

@@ -76,3 +76,13 @@ def test_bad_network_values_fail_at_load(tmp_path: Path, change: tuple[str, str]
 def test_missing_file_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="nope.toml"):
         load_networks(tmp_path / "nope.toml")
+
+
+def test_golems_own_multi_transfer_contracts_are_not_batched_through() -> None:
+    from node.settings import NETWORKS_PATH
+
+    nets = load_networks(NETWORKS_PATH)
+    for name in ("holesky", "hoodi", "polygon", "mainnet"):
+        assert nets[name].multi_transfer is not None and nets[name].multi_transfer_abi == "golem"
+        assert nets[name].batch_contract is None  # another ABI: the driver pays single transfers there
+    assert nets["local"].multi_transfer_abi == "loam"
