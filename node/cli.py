@@ -814,6 +814,15 @@ def run_cmd(data_dir: Path, runtime: str, package: str, script_file: Path, const
     sys.exit(0 if results and all(r["result"] == "Ok" for r in results) else 1)
 
 
+def _register_provider_commands() -> None:
+    from node.cli_provider import provider_group
+
+    cli.add_command(provider_group)
+
+
+_register_provider_commands()
+
+
 def main() -> None:
     """Entry point of the `loam` console script."""
     cli(prog_name="loam")

@@ -52,7 +52,9 @@ class ControlApi:
         market_methods["agreement_events"] = self._agreement_events
         self._targets: dict[str, dict[str, Callable[..., Any]]] = {"market": market_methods}
         if provider is not None:
-            self._targets["provider"] = {"offer_id": lambda: ask(provider.offer_id())}
+            from actors.provider.api import control_methods as provider_control_methods
+
+            self._targets["provider"] = provider_control_methods(provider, market, activity, ask_timeout_s)
         if activity is not None:
             self._activity = activity
             self._targets["activity"] = {

@@ -93,7 +93,7 @@ class Node:
         ).proxy()
         if cfg.provider.enabled:
             self.provider = self._start_actor(
-                ProviderAgentActor, self.identity, cfg, self.market, on_actor_failure=fail
+                ProviderAgentActor, self.identity, cfg, self.market, activity=self.activity, on_actor_failure=fail
             ).proxy()
         # Later subsystems (activity, payments) start here, each given the proxies of the
         # actors it talks to.

@@ -112,6 +112,7 @@ class _Running:
     last_update_ms: int = 0
     run_limit_s: float = 0.0
     run_deadline_ms: int | None = None  # set while a `run` command executes
+    resources: tuple[float, float, float] = (0.0, 0.0, 0.0)  # cores, memory GiB, disk GiB it may use
 
     def usage(self) -> tuple[float, ...]:
         values = {
@@ -142,11 +143,15 @@ class ActivityActor(LoamActor):
         self._running: dict[str, _Running] = {}
         self._views: dict[str, ActivityView] = {}
         self._ticker: Ticker | None = None
+        # What all activities together may use: cores, memory GiB, disk GiB (the provider agent
+        # sets them again when it reloads its settings).
+        cfg = settings.provider
+        self._limits = (float(cfg.cores), cfg.memory_gib, cfg.storage_gib)
 
     def start_up(self) -> None:
         # Work dirs (and containers) left by a node that was killed belong to activities
         # that are gone.
-        if self._settings.provider.enabled and self._settings.provider.runtime == "vm":
+        if self._settings.provider.enabled:  # any preset may sell the vm runtime
             _sweep_containers(f"loam.root={self._root.absolute()}", wait=True)
         if self._root.exists():
             shutil.rmtree(self._root, ignore_errors=True)
@@ -226,6 +231,29 @@ class ActivityActor(LoamActor):
             for r in self._running.values()
         ]
 
+    def set_limits(self, cores: float, memory_gib: float, storage_gib: float) -> None:
+        """What all activities together may use from now on (running ones are left alone)."""
+        self._limits = (float(cores), float(memory_gib), float(storage_gib))
+
+    def resources(self) -> dict[str, dict[str, float]]:
+        """Cores, memory and disk: what running activities claim and the limits."""
+        used = [sum(r.resources[i] for r in self._running.values()) for i in range(3)]
+        return {
+            name: {"used": used[i], "limit": self._limits[i]}
+            for i, name in enumerate(("cores", "memory_gib", "storage_gib"))
+        }
+
+    def _over_limits(self, need: tuple[float, float, float]) -> str:
+        """Why an activity needing these resources does not fit beside the running ones ("" when it does)."""
+        used = [sum(r.resources[i] for r in self._running.values()) for i in range(3)]
+        for i, (what, unit) in enumerate((("cores", ""), ("memory", " GiB"), ("disk", " GiB"))):
+            if used[i] + need[i] > self._limits[i] + 1e-9:
+                return (
+                    f"not enough free {what} on this provider: the activity needs {need[i]:g}{unit}, "
+                    f"{used[i]:g}{unit} of {self._limits[i]:g}{unit} are in use by {len(self._running)} activities"
+                )
+        return ""
+
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, _Tick):
             self._on_tick(now_ms())
@@ -299,9 +327,16 @@ class ActivityActor(LoamActor):
         expiration = terms.demand_properties.get("golem.srv.comp.expiration")
         expires_ms = int(expiration) if isinstance(expiration, (int, float)) else terms.valid_to_ms
         mem_gib = terms.offer_properties.get("golem.inf.mem.gib", 1.0)
+        storage_gib = terms.offer_properties.get("golem.inf.storage.gib", 1.0)
+        cores = terms.offer_properties.get("golem.inf.cpu.threads", 1)
+        need = tuple(float(v) if isinstance(v, (int, float)) else 1.0 for v in (cores, mem_gib, storage_gib))
+        refused = self._over_limits(need)  # type: ignore[arg-type]
+        if refused:
+            self._log.warning("activity_refused", activity_id=msg.activity_id, agreement_id=msg.agreement_id, reason=refused)
+            self._net.send(sender, _ended(msg.activity_id, refused, msg.agreement_id))
+            return
         workdir = self._root / msg.activity_id
         workdir.mkdir(parents=True)
-        storage_gib = terms.offer_properties.get("golem.inf.storage.gib", 1.0)
         wall_s = max(1.0, min(self._settings.provider.max_run_s, (expires_ms - now_ms()) / 1000))
         cmd = [
             sys.executable, "-m", "exeunits.child", "--runtime", str(runtime), "--workdir", str(workdir),
@@ -322,6 +357,7 @@ class ActivityActor(LoamActor):
         run = _Running(
             msg.activity_id, msg.agreement_id, sender, list(terms.offer_properties.get("golem.com.usage.vector", [])),
             expires_ms, workdir, proc, FrameWriter(proc.stdin), last_heard_ms=now_ms(), run_limit_s=wall_s,
+            resources=need,  # type: ignore[arg-type]
         )
         self._running[msg.activity_id] = run
         threading.Thread(target=_read_child, args=(self.actor_ref, msg.activity_id, proc.stdout), daemon=True).start()
