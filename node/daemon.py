@@ -67,6 +67,7 @@ class Node:
         self._actors: list[pykka.ActorRef] = []  # in start order; stopped in reverse
         self._dbs: list[sqlite3.Connection] = []  # one connection per actor that stores things
         self._control: ControlServer | None = None
+        self._metrics: Any = None  # MetricsServer, when serving
         self._api: Any = None  # ApiServer (node/api), when serving
         self.net: Any = None  # NetActor proxy
         self.market: Any = None  # MarketActor proxy
@@ -97,8 +98,10 @@ class Node:
             ).proxy()
         # Later subsystems (activity, payments) start here, each given the proxies of the
         # actors it talks to.
-        self._control = ControlServer(cfg.data_dir, self._control_handlers(), self.node_id)
+        handlers = self._control_handlers()
+        self._control = ControlServer(cfg.data_dir, handlers, self.node_id)
         self._control.start()
+        self._start_metrics(handlers[ControlCall])
         self._start_api()
         self._write_runtime_file()
         self._log.info("node_started", name=cfg.node.name, contact=self._ask(self.net.contact()))
@@ -112,6 +115,34 @@ class Node:
         server = ApiServer(self.settings, self.node_id, self, db_path(self.settings.data_dir))
         if server.start():
             self._api = server
+
+    def _start_metrics(self, control: Any) -> None:
+        """Serve Prometheus metrics ([metrics]); a port that is taken costs a warning, not the node."""
+        from node.metrics import MetricsServer, NodeCollector
+
+        if not self.settings.metrics.enabled:
+            return
+
+        def payment_status() -> Any:
+            # Through the control targets: the payment ledger may or may not run on this node.
+            try:
+                return control(ControlCall("payment", "status", {})).value
+            except ControlError as exc:
+                if "no control target 'payment'" in str(exc):
+                    return None  # payments are not enabled: no metrics, and no error either
+                raise
+
+        collector = NodeCollector(
+            net=self.net, market=self.market, activity=self.activity, provider=self.provider, payment_status=payment_status
+        )
+        server = MetricsServer(self.settings, collector)
+        try:
+            server.start()
+        except OSError as exc:
+            self._log.warning("metrics_unavailable", host=self.settings.metrics.host, port=self.settings.metrics.port, error=str(exc))
+            return
+        self._metrics = server
+        self._log.info("metrics_serving", url=server.url)
 
     def _open_db(self) -> sqlite3.Connection:
         conn = open_database(db_path(self.settings.data_dir))
@@ -197,6 +228,8 @@ class Node:
             self._api.stop()
         if self._control is not None:
             self._control.stop()
+        if self._metrics is not None:
+            self._metrics.stop()
         for ref in reversed(self._actors):
             try:
                 ref.stop(timeout=self.settings.actors.ask_timeout_s)
@@ -221,6 +254,7 @@ class Node:
             "contact": self._ask(self.net.contact()),
             "listen": self._ask(self.net.status()).listen,
             "control": self._control.endpoint if self._control else None,
+            "metrics": self._metrics.url if self._metrics else None,
             "api": "http://{}:{}".format(*self._api.address) if self._api else None,
         }
         path = runtime_file(self.settings.data_dir)
