@@ -90,7 +90,45 @@ async def get_exec_batch_results(ctx: ApiContext, request: web.Request) -> web.S
         return index is not None and len(v.results(batch_id)) > index
 
     await ctx.poll(lambda t: view.wait(ready, t), timeout_s)
-    return json_response([models.exe_result_json(r) for r in view.results(batch_id)])
+    script = ctx.extra.get("scripts", {}).get(batch_id, [])
+    streamed = {i for i, c in enumerate(script) if _streams(c)}
+
+    def streams_in(v: Any) -> bool:
+        # A streamed run's output travels in its events, which may trail its result a little.
+        done = {e.index for e in v.events(batch_id, 0) if e.kind == "finished"}
+        return all(r.index in done for r in v.results(batch_id) if r.index in streamed and r.result == "Ok")
+
+    if streamed and not streams_in(view):
+        await ctx.poll(lambda t: view.wait(streams_in, t), _FINISH_GRACE_S)
+    results, events = view.results(batch_id), view.events(batch_id, 0)
+    return json_response([models.exe_result_json(_with_streamed(r, script, events)) for r in results])
+
+
+def _streams(command: dict[str, Any]) -> bool:
+    """Whether a command is a run whose stdout or stderr is captured as a stream only."""
+    capture = (command.get("run") or {}).get("capture") if "run" in command else None
+    if not isinstance(capture, dict):
+        return False
+    return any(isinstance(m, dict) and "stream" in m and "atEnd" not in m for m in capture.values())
+
+
+def _with_streamed(result: Any, script: list[dict[str, Any]], events: list[Any]) -> Any:
+    """The result with the output of its streamed streams filled in from their events.
+
+    Golem's exe-unit reports streamed output in the polled result too, and clients that poll
+    (yapapi's default) read it there.
+    """
+    import dataclasses
+
+    if not (0 <= result.index < len(script)) or not _streams(script[result.index]):
+        return result
+    capture = script[result.index]["run"]["capture"]
+    changes = {}
+    for stream in ("stdout", "stderr"):
+        mode = capture.get(stream)
+        if getattr(result, stream) is None and isinstance(mode, dict) and "stream" in mode:
+            changes[stream] = "".join(e.data for e in events if e.index == result.index and e.kind == stream)
+    return dataclasses.replace(result, **changes) if changes else result
 
 
 async def _stream(ctx: ApiContext, request: web.Request, view: Any, batch_id: str) -> web.StreamResponse:

@@ -206,13 +206,19 @@ class ApiServer:
         self.address = sockets[0].getsockname()[:2] if sockets else (self._settings.api.host, self._settings.api.port)
 
     async def _cleanup(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop listening, end open requests, and close the database connection."""
         loop = self._loop
         if loop is not None and loop.is_running():
+            # End open requests (long polls, streams) inside the loop first, then stop it.
+            try:
+                asyncio.run_coroutine_threadsafe(self._cleanup(), loop).result(timeout_s)
+            except Exception as exc:  # noqa: BLE001 - stopping goes on regardless
+                self._log.warning("api_cleanup_failed", error=repr(exc))
             loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout_s)

@@ -1,0 +1,46 @@
+"""Run by test_rest_clients in a venv with yapapi 0.13: a task that sends a file, runs a program, fetches the output.
+
+Only yapapi's public API, as its examples use it; the node is found through YAGNA_API_URL
+and YAGNA_APPKEY. Arguments: TASK_PACKAGE INPUT_FILE OUTPUT_FILE. Prints one JSON line.
+"""
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+from yapapi import Golem, Task, WorkContext
+from yapapi.payload import Payload
+from yapapi.props import inf
+from yapapi.props.base import constraint, prop
+
+
+@dataclass
+class WasmPayload(Payload):
+    package: str = prop("golem.srv.comp.task_package")
+    runtime: str = constraint(inf.INF_RUNTIME_NAME, default="wasmtime")
+
+
+async def main(package: str, input_file: str, output_file: str) -> None:
+    async def worker(ctx: WorkContext, tasks):
+        async for task in tasks:
+            script = ctx.new_script(timeout=timedelta(minutes=2))
+            script.upload_file(input_file, "/input/data.txt")
+            counted = script.run("wc", "/input/data.txt", "/output/counts.txt")
+            greeted = script.run("hello", task.data)
+            script.download_file("/output/counts.txt", output_file)
+            yield script
+            task.accept_result(result={"wc": (await counted).stdout, "hello": (await greeted).stdout})
+
+    async with Golem(budget=1.0, subnet_tag="public", payment_driver="erc20", payment_network="local") as golem:
+        results = []
+        tasks = [Task(data="yapapi")]
+        async for task in golem.execute_tasks(worker, tasks, payload=WasmPayload(package=package), max_workers=1,
+                                              timeout=timedelta(minutes=10)):
+            results.append(task.result)
+    print(json.dumps({"results": results}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:4]))

@@ -1,0 +1,94 @@
+"""Golem's own client libraries, unchanged, against a Loam testnet: yapapi 0.13 and golem-core 0.7.
+
+Each library is installed into its own virtual environment under `.cache/` (they pin old
+dependencies, so never into the project's venv), and runs a small script of ours written
+against its public API (tests/integration/api/). The nodes pay each other on a local chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import REPO, NodeProcess, Testnet, free_port, wait_for
+from tests.integration.payment_support import local_chain, payment_call, payment_env, provider_env, wasm_package
+from tests.integration.test_rest_api import Api, app_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCRIPTS = Path(__file__).resolve().parent / "api"
+CLIENTS = {"yapapi": "yapapi==0.13.1", "golem-core": "golem-core==0.7.8"}
+WORDS = "one two three\nfour five\n"
+
+
+def client_python(name: str) -> Path:
+    """The python of a venv holding one client library (made on first use; a failed install skips, but not under CI)."""
+    venv = REPO / ".cache" / f"{name}-venv"
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if marker.is_file() and marker.read_text() == CLIENTS[name]:
+        return python
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True, timeout=120)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", CLIENTS[name]], check=True, capture_output=True, timeout=600)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        stderr = getattr(exc, "stderr", b"") or b""
+        message = f"cannot install {CLIENTS[name]}: {exc}\n{stderr.decode(errors='replace')[-2000:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    marker.write_text(CLIENTS[name])
+    return python
+
+
+def run_client(name: str, script: str, requestor_dir: Path, key: str, api: str, *args: str, timeout_s: float = 400) -> dict:
+    """Run one of our client scripts with the library's python; returns its last JSON line."""
+    python = client_python(name)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",  # Loam's gftp
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "YAGNA_APPKEY": key,
+        "YAGNA_API_URL": api,
+        "YAGNA_PAYMENT_NETWORK": "local",
+        "YAGNA_PAYMENT_DRIVER": "erc20",
+        "LOAM_DATA_DIR": str(requestor_dir),  # where `gftp server` finds its node
+    }
+    done = subprocess.run(
+        [str(python), str(SCRIPTS / script), *args], env=env, capture_output=True, text=True, timeout=timeout_s,
+        cwd=requestor_dir,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0 and lines, f"{name} exited {done.returncode}\nstdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-8000:]}"
+    return json.loads(lines[-1])
+
+
+def test_yapapi_runs_a_task_with_files_in_and_out(testnet: Testnet, tmp_path: Path) -> None:
+    with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
+        testnet.add("provider", env=provider_env(local, LOAM_API__PORT=str(free_port())))
+        requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
+        payment_call(requestor, "fund", amount="100", timeout_s=120)
+        key = app_key(requestor)
+        api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+        (tmp_path / "in.txt").write_text(WORDS)
+        out = run_client("yapapi", "yapapi_task.py", requestor.data_dir, key, api,
+                         package, str(tmp_path / "in.txt"), str(tmp_path / "counts.txt"))
+        [result] = out["results"]
+        assert result["wc"].split()[:2] == ["2", "5"] and "yapapi" in result["hello"], result
+        assert (tmp_path / "counts.txt").read_text().split()[:2] == ["2", "5"]
+        _assert_invoice_accepted(requestor, key)
+
+
+def _assert_invoice_accepted(requestor: NodeProcess, key: str) -> None:
+    """The client accepted the provider's invoice through the payment-api (the ledger then pays it)."""
+    client = Api(requestor, key)
+    invoices = wait_for(
+        "an accepted invoice",
+        lambda: [i for i in client.ok("GET", "/payment-api/v1/invoices") if i["status"] in ("ACCEPTED", "SETTLED")],
+        60,
+    )
+    assert invoices[0]["payerAddr"] == client.ok("GET", "/me")["identity"] == requestor.node_id
