@@ -92,3 +92,20 @@ def _assert_invoice_accepted(requestor: NodeProcess, key: str) -> None:
         60,
     )
     assert invoices[0]["payerAddr"] == client.ok("GET", "/me")["identity"] == requestor.node_id
+
+
+def test_golem_core_negotiates_runs_a_batch_and_pays_the_invoice(testnet: Testnet, tmp_path: Path) -> None:
+    with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
+        testnet.add("provider", env=provider_env(local, LOAM_API__PORT=str(free_port())))
+        requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
+        payment_call(requestor, "fund", amount="100", timeout_s=120)
+        key = app_key(requestor)
+        api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+        (tmp_path / "in.txt").write_text(WORDS)
+        out = run_client("golem-core", "golem_core_task.py", requestor.data_dir, key, api,
+                         package, str(tmp_path / "in.txt"), str(tmp_path / "counts.txt"))
+        assert out["state"] == ["Ready", None]
+        assert [r["index"] for r in out["results"]] == list(range(6)) and {r["result"] for r in out["results"]} == {"Ok"}
+        assert out["results"][3]["stdout"].split()[:2] == ["2", "5"] and "golem-core" in out["results"][4]["stdout"]
+        assert (tmp_path / "counts.txt").read_text().split()[:2] == ["2", "5"]
+        _assert_invoice_accepted(requestor, key)
