@@ -20,6 +20,7 @@ from rich.table import Table
 
 from node.presets import RUNTIMES, Preset, PresetStore, effective_presets
 from node.settings import default_data_dir, load_settings, payment_networks
+from node.storage import ensure_data_dir
 from protocol.errors import ControlError, SettingsError
 
 __all__ = ["provider_group", "node_is_running"]
@@ -172,7 +173,7 @@ def _price_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..
 @click.option("--inactive", is_flag=True, help="Store it without publishing it yet.")
 def preset_create(data_dir: Path, name: str, runtime: str, inactive: bool, **values: Any) -> None:
     """Create a preset (active unless --inactive) and apply it to a running node."""
-    preset = PresetStore(data_dir).create(Preset(name=name, runtime=runtime, active=not inactive, **values))
+    preset = PresetStore(ensure_data_dir(data_dir)).create(Preset(name=name, runtime=runtime, active=not inactive, **values))
     _apply_to_running_node(data_dir, f"created preset {preset.name} ({'active' if preset.active else 'inactive'})")
 
 
@@ -344,9 +345,12 @@ def settings_set(data_dir: Path, **values: Any) -> None:
         changes[dotted] = value
     if not changes:
         raise click.UsageError("nothing to set: give at least one option (see --help)")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    update_settings_file(data_dir, changes)
-    load_settings(data_dir)  # the environment of this shell may still refuse it: say so now
+    update_settings_file(ensure_data_dir(data_dir), changes)
+    try:
+        load_settings(data_dir)
+    except SettingsError as exc:
+        # The file alone is fine (it was checked); a LOAM_ variable of this shell clashes with it.
+        raise SettingsError(f"saved to loam.toml, but with this shell's LOAM_ variables the settings do not load: {exc}") from None
     names = ", ".join(option for option, dotted, _k, _t in _SETTABLE if dotted in changes)
     if "node.subnet" in changes and node_is_running(data_dir):
         click.echo("note: a running node changes its subnet only when it restarts", err=True)

@@ -114,3 +114,20 @@ def test_status_without_a_running_node_says_how_to_start_one(tmp_path: Path) -> 
     result = run(tmp_path, "provider", "status")
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: no node is running with data dir {tmp_path}; start it with `loam node run`"
+
+
+def test_a_new_data_dir_is_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new"
+    assert run(data_dir, "provider", "settings", "set", "--cores", "2").exit_code == 0
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_clash_with_a_loam_variable_of_the_shell_is_reported_after_saving(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["provider", "settings", "set", "--cores", "2", "--data-dir", str(tmp_path)],
+        env={"LOAM_PROVIDER__MAX_AGREEMENTS": "0"},
+    )
+    assert result.exit_code == 2
+    assert "saved to loam.toml, but with this shell's LOAM_ variables the settings do not load" in result.stderr
+    assert "provider.max_agreements (from environment variable LOAM_PROVIDER__MAX_AGREEMENTS)" in result.stderr
+    assert tomllib.loads((tmp_path / "loam.toml").read_text())["provider"] == {"cores": 2}
