@@ -155,6 +155,8 @@ class ProviderLedger:
                 self._docs.save_document(moved)
                 self._event(moved, "Accepted")
                 self._log.info("document_accepted_by_requestor", kind=rec.kind, document_id=rec.document_id)
+                # Payments verified before this acceptance may already cover it.
+                self._mark_docs(rec.agreement_id, "issued", "Settled", paid_wei=self._docs.paid_wei(rec.agreement_id, "received"))
         else:
             if rec.status in ACCEPTED_STATUSES or rec.status == "Rejected":
                 return

@@ -416,6 +416,8 @@ class RequestorLedger:
         if to_pay <= 0:
             if final and all(p.status != "scheduled" for p in history):
                 self._track.update_agreement(dataclasses.replace(tracked, state="invoiced", updated_ms=now))
+                # Paid before the invoice came (its debit notes): it is settled by what was paid.
+                self._mark_docs(tracked.agreement_id, "received", "Settled", paid_wei=self._docs.paid_wei(tracked.agreement_id, "made"))
             return
         docs = tuple(
             r.document_id
