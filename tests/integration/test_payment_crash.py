@@ -144,3 +144,80 @@ def test_a_requestor_killed_between_sending_a_batch_and_its_confirmation_pays_ea
         )
         assert _live_txs(requestor) == [(txs[0][0], "confirmed", "batch")]
         assert not local.rpc("txpool_content", [])["result"]["pending"]
+
+
+def test_a_provider_killed_mid_activity_is_paid_its_last_accepted_debit_note_and_its_invoice_once(
+    testnet: Testnet, tmp_path: Path
+) -> None:
+    with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
+        requestor = testnet.add("requestor", env=payment_env(local))
+        provider = testnet.add("provider", env=provider_env(local))
+        payment_call(requestor, "fund", amount="100", timeout_s=90)
+        wait_for("the balance known", lambda: payment_call(requestor, "status")["balances"], 30)
+        allocation = payment_call(requestor, "create_allocation", amount="10")
+        wait_for("the offer", lambda: market_call(requestor, "known_offers", {}), 30)
+        # A debit note every 2 s, each to be accepted within 20 s.
+        terms = {"golem.com.scheme.payu.debit-note.interval-sec?": 2.0, "golem.com.payment.debit-notes.accept-timeout?": 20}
+        agreement_id = negotiate(requestor, provider, package, terms)
+        payment_call(requestor, "pay_agreement_from", agreement_id=agreement_id, allocation_id=allocation["allocation_id"])
+        activity_id = activity_call(requestor, "create", agreement_id=agreement_id)["activity_id"]
+        script = [{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "spin", "args": ["100000000000"]}}]
+        activity_call(requestor, "exec", activity_id=activity_id, script=script)
+
+        def accepted_notes() -> list[dict[str, Any]]:
+            return [d for d in _docs(requestor, "debit_note", "received", agreement_id) if d["status"] == "Accepted"]
+
+        wait_for("two accepted debit notes", lambda: len(accepted_notes()) >= 2, 60, interval_s=0.3)
+        provider.kill()
+
+        # The requestor ends the agreement with a provider that is gone.
+        market_call(requestor, "terminate_agreement", {"agreement_id": agreement_id, "reason": {"message": "provider gone"}})
+        notes = _docs(requestor, "debit_note", "received", agreement_id)
+        assert notes and all(d["status"] == "Accepted" for d in notes), notes
+        last_total = max(int(d["amount_wei"]) for d in notes)  # cumulative: the last note is the largest
+        assert last_total > 0
+
+        # After invoice_wait_s with no invoice, the accepted debit notes are paid: exactly the last total.
+        paid = wait_for(
+            "the accepted debit notes paid",
+            lambda: [s for s in payment_call(requestor, "scheduled") if s["status"] == "confirmed"],
+            60,
+            interval_s=0.5,
+        )
+        assert [int(s["amount_wei"]) for s in paid] == [last_total]
+        assert token_balance(local, provider.node_id) == last_total
+        assert int(payment_call(requestor, "status")["paid_wei"]) == last_total
+        assert not _docs(requestor, "invoice", "received")
+
+        # The provider comes back: it invoices the agreement for the usage it recorded, and is
+        # paid only what the invoice adds to what it already holds.
+        provider.start()
+        invoice = wait_for(
+            "the provider's invoice received",
+            lambda: (got := _docs(requestor, "invoice", "received", agreement_id)) and got[0],
+            60,
+            interval_s=0.5,
+        )
+        invoiced = int(invoice["amount_wei"])
+        assert invoiced >= last_total
+        # Its usage is within what the requestor saw, so it is accepted; what the debit notes
+        # paid counts towards it, and only the difference (if any) is paid on top.
+        wait_for(
+            "the invoice settled on the requestor",
+            lambda: _docs(requestor, "invoice", "received", agreement_id)[0]["status"] == "Settled",
+            60,
+            interval_s=0.5,
+        )
+        wait_for(
+            "the invoice settled on the provider",
+            lambda: [d["status"] for d in _docs(provider, "invoice", "issued", agreement_id)] == ["Settled"],
+            60,
+            interval_s=0.5,
+        )
+        assert int(payment_call(provider, "status")["received_wei"]) == invoiced
+        assert token_balance(local, provider.node_id) == invoiced
+        assert int(payment_call(requestor, "status")["paid_wei"]) == invoiced
+        transfers = payment_transfers(local, requestor.node_id, provider.node_id)
+        assert sum(t.amount_wei for t in transfers) == invoiced
+        assert len(transfers) == (1 if invoiced == last_total else 2)
+        assert all(s["status"] == "confirmed" for s in payment_call(requestor, "scheduled"))
