@@ -67,20 +67,32 @@ def run_client(name: str, script: str, requestor_dir: Path, key: str, api: str, 
     return json.loads(lines[-1])
 
 
-def test_yapapi_runs_a_task_with_files_in_and_out(testnet: Testnet, tmp_path: Path) -> None:
+def test_yapapi_runs_tasks_with_files_polling_and_streaming_and_pays(testnet: Testnet, tmp_path: Path) -> None:
     with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
-        testnet.add("provider", env=provider_env(local, LOAM_API__PORT=str(free_port())))
+        # Debit notes every 2 s, so the streamed run, kept 5 s, has some for yapapi to accept.
+        provider_settings = provider_env(local, LOAM_API__PORT=str(free_port()), LOAM_PROVIDER__DEBIT_NOTE_INTERVAL_S="2")
+        testnet.add("provider", env=provider_settings)
         requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
         payment_call(requestor, "fund", amount="100", timeout_s=120)
         key = app_key(requestor)
         api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
         (tmp_path / "in.txt").write_text(WORDS)
+        # Polled results (yapapi's default): the output is in each command's result.
         out = run_client("yapapi", "yapapi_task.py", requestor.data_dir, key, api,
-                         package, str(tmp_path / "in.txt"), str(tmp_path / "counts.txt"))
+                         package, str(tmp_path / "in.txt"), str(tmp_path / "counts.txt"), "poll")
         [result] = out["results"]
         assert result["wc"].split()[:2] == ["2", "5"] and "yapapi" in result["hello"], result
         assert (tmp_path / "counts.txt").read_text().split()[:2] == ["2", "5"]
         _assert_invoice_accepted(requestor, key)
+        # Server-sent events: the output arrives as stdout events.
+        (tmp_path / "counts.txt").unlink()
+        out = run_client("yapapi", "yapapi_task.py", requestor.data_dir, key, api,
+                         package, str(tmp_path / "in.txt"), str(tmp_path / "counts.txt"), "stream", "5")
+        assert out["streamed"].split()[:3] == ["2", "5", "24"] and "argv[1]=yapapi" in out["streamed"], out
+        assert (tmp_path / "counts.txt").read_text().split()[:2] == ["2", "5"]
+        client = Api(requestor, key)
+        notes = client.ok("GET", "/payment-api/v1/debitNotes")
+        assert notes and {n["status"] for n in notes} <= {"ACCEPTED", "SETTLED"}, notes
 
 
 def _assert_invoice_accepted(requestor: NodeProcess, key: str) -> None:
