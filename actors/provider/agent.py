@@ -16,6 +16,7 @@ from actors.market.events import (
     now_ms,
 )
 from actors.provider.offer import (
+    PAYMENT_TERMS,
     check_demand,
     check_requestor,
     linear_coeffs,
@@ -280,7 +281,8 @@ class ProviderAgentActor(LoamActor):
         self._counters[proposal.demand_id] = rounds + 1
         props = dict(pub.properties)
         props["golem.com.payment.chosen-platform"] = payment_platform(pub.cfg)
-        for key in ("golem.srv.comp.expiration",):
+        # The requestor's expiration and payment terms (checked above) are what both sides sign.
+        for key in ("golem.srv.comp.expiration", *PAYMENT_TERMS):
             if key in proposal.properties:
                 props[key] = proposal.properties[key]
         self._market.counter_proposal(

@@ -13,6 +13,13 @@ if TYPE_CHECKING:
 __all__ = ["payment_platform", "offer_properties", "offer_constraints", "linear_coeffs", "check_demand", "check_requestor", "Verdict"]
 
 USAGE_VECTOR = ["golem.usage.cpu_sec", "golem.usage.duration_sec"]
+DEBIT_NOTE_INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
+ACCEPT_TIMEOUT = "golem.com.payment.debit-notes.accept-timeout?"
+PAYMENT_TIMEOUT = "golem.com.scheme.payu.payment-timeout-sec?"
+# The payment terms a requestor may set in its demand; the provider echoes them in its counter.
+PAYMENT_TERMS = (DEBIT_NOTE_INTERVAL, ACCEPT_TIMEOUT, PAYMENT_TIMEOUT)
+# Golem's rule: an agreement longer than this must be paid as it goes (mid-agreement payments).
+MID_AGREEMENT_PAYMENTS_AFTER_S = 10 * 3600.0
 
 
 def payment_platform(cfg: ProviderSettings) -> str:
@@ -44,9 +51,9 @@ def offer_properties(cfg: ProviderSettings, node_id: str, node_name: str, subnet
         "golem.srv.caps.multi-activity": True,
         "golem.activity.caps.transfer.protocol": ["http", "https", "gftp"],
         "golem.com.scheme": "payu",
-        "golem.com.scheme.payu.debit-note.interval-sec?": float(cfg.debit_note_interval_s),
-        "golem.com.scheme.payu.payment-timeout-sec?": float(cfg.payment_timeout_s),
-        "golem.com.payment.debit-notes.accept-timeout?": int(cfg.debit_note_accept_timeout_s),
+        DEBIT_NOTE_INTERVAL: float(cfg.debit_note_interval_s),
+        PAYMENT_TIMEOUT: float(cfg.payment_timeout_s),
+        ACCEPT_TIMEOUT: int(cfg.debit_note_accept_timeout_s),
         f"golem.com.payment.platform.{plat}.address": cfg.account or node_id,
         "golem.com.payment.protocol.version": 3,
         "golem.com.pricing.model": "linear",
@@ -99,4 +106,28 @@ def check_demand(
     plat = payment_platform(cfg)
     if f"golem.com.payment.platform.{plat}.address" not in demand_props:
         return Verdict(False, f"the demand offers no payment on {plat}")
+    return _check_payment_terms(demand_props, left_s)
+
+
+def _check_payment_terms(demand_props: dict[str, Any], left_s: float) -> Verdict:
+    """The payment terms a demand may set: Golem's bounds, and mid-agreement payments for long agreements."""
+    def number(key: str) -> float | None:
+        value = demand_props.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return None
+        return float(value)
+
+    for key, low, high in ((DEBIT_NOTE_INTERVAL, 1.0, 86400.0), (ACCEPT_TIMEOUT, 5.0, None), (PAYMENT_TIMEOUT, 1.0, 86400.0)):
+        if key not in demand_props:
+            continue
+        value = number(key)
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f"{low:g} s to {high:g} s" if high is not None else f"at least {low:g} s"
+            return Verdict(False, f"the demand's {key} = {demand_props[key]!r} is outside {bounds}")
+    if left_s > MID_AGREEMENT_PAYMENTS_AFTER_S and PAYMENT_TIMEOUT not in demand_props:
+        return Verdict(
+            False,
+            f"an agreement of {left_s / 3600:.1f} h needs mid-agreement payments (over "
+            f"{MID_AGREEMENT_PAYMENTS_AFTER_S / 3600:g} h): the demand names no {PAYMENT_TIMEOUT}",
+        )
     return Verdict(True)

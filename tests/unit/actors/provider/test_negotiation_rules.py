@@ -82,3 +82,33 @@ def test_a_list_entry_that_is_no_node_id_fails_at_load(tmp_path: Path, bad: str)
 
     with pytest.raises(SettingsError, match="is not a node id"):
         provider(tmp_path, block_requestors=[bad])
+
+
+INTERVAL = "golem.com.scheme.payu.debit-note.interval-sec?"
+ACCEPT = "golem.com.payment.debit-notes.accept-timeout?"
+PAY = "golem.com.scheme.payu.payment-timeout-sec?"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "ok"),
+    [
+        (INTERVAL, 1, True), (INTERVAL, 86400.0, True), (INTERVAL, 0.5, False), (INTERVAL, 90000, False),
+        (INTERVAL, "60", False), (ACCEPT, 5, True), (ACCEPT, 4.9, False), (PAY, 120.0, True), (PAY, 0, False),
+    ],
+)
+def test_payment_terms_a_demand_sets_must_be_within_golems_bounds(tmp_path: Path, key: str, value: Any, ok: bool) -> None:
+    cfg = provider(tmp_path)
+    verdict = check_demand(cfg, {**demand(cfg), key: value}, T0_MS, 0, BOB.node_id)
+    assert verdict.accept is ok
+    if not ok:
+        assert verdict.reason.startswith(f"the demand's {key} = {value!r} is outside")
+
+
+def test_an_agreement_over_ten_hours_needs_mid_agreement_payments(tmp_path: Path) -> None:
+    cfg = provider(tmp_path)
+    long = {**demand(cfg), "golem.srv.comp.expiration": T0_MS + 11 * 3_600_000}
+    verdict = check_demand(cfg, long, T0_MS, 0)
+    assert not verdict.accept
+    assert verdict.reason == f"an agreement of 11.0 h needs mid-agreement payments (over 10 h): the demand names no {PAY}"
+    assert check_demand(cfg, {**long, PAY: 300}, T0_MS, 0).accept
+    assert check_demand(cfg, {**demand(cfg), "golem.srv.comp.expiration": T0_MS + 9 * 3_600_000}, T0_MS, 0).accept
