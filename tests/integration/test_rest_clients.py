@@ -67,7 +67,7 @@ def run_client(name: str, script: str, requestor_dir: Path, key: str, api: str, 
     return json.loads(lines[-1])
 
 
-def test_yapapi_runs_tasks_with_files_polling_and_streaming_and_pays(testnet: Testnet, tmp_path: Path) -> None:
+def test_yapapi_runs_tasks_polling_and_streaming_and_a_service_and_pays(testnet: Testnet, tmp_path: Path) -> None:
     with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
         # Debit notes every 2 s, so the streamed run, kept 5 s, has some for yapapi to accept.
         provider_settings = provider_env(local, LOAM_API__PORT=str(free_port()), LOAM_PROVIDER__DEBIT_NOTE_INTERVAL_S="2")
@@ -93,6 +93,10 @@ def test_yapapi_runs_tasks_with_files_polling_and_streaming_and_pays(testnet: Te
         client = Api(requestor, key)
         notes = client.ok("GET", "/payment-api/v1/debitNotes")
         assert notes and {n["status"] for n in notes} <= {"ACCEPTED", "SETTLED"}, notes
+        # A service: started, a run loop of three commands, stopped.
+        out = run_client("yapapi", "yapapi_service.py", requestor.data_dir, key, api, package)
+        assert [o.split("argv[1]=")[1].split()[0] for o in out["outputs"]] == ["round-0", "round-1", "round-2"], out
+        assert out["states"] == ["running"] and out["final"] == ["terminated"]
 
 
 def _assert_invoice_accepted(requestor: NodeProcess, key: str) -> None:
