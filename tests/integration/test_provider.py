@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.control import runtime_file
 from protocol.control import ControlCall
+from protocol.errors import ControlError
 from tests.integration.harness import REPO, NodeProcess, Testnet, market_call, wait_for
 
 pytestmark = pytest.mark.integration
@@ -157,6 +158,15 @@ def test_presets_and_prices_changed_through_the_cli_are_republished_to_the_marke
     bad = loam(provider, "provider", "settings", "set", "--payment-network", "moon", check=False)
     assert bad.returncode == 2 and "'moon' is not a known payment network" in bad.stderr
     assert prices() == [coeffs(0.144, 0.036, 0.5)]
+
+    # A file broken by hand: the reload is refused with the reason, and the offers stay.
+    good = (provider.data_dir / "loam.toml").read_text()
+    (provider.data_dir / "loam.toml").write_text("[provider\n")
+    with pytest.raises(ControlError, match="loam.toml is not valid TOML"):
+        provider.call(ControlCall("provider", "reload", {}), timeout_s=30)
+    (provider.data_dir / "loam.toml").write_text(good)
+    assert provider.alive() and prices() == [coeffs(0.144, 0.036, 0.5)]
+    assert provider.call(ControlCall("provider", "offers", {})).value[0]["offer_id"]
 
     # Removing every preset brings back the implicit one from the [provider] settings.
     loam(provider, "provider", "preset", "remove", "cheap")
