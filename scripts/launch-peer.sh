@@ -282,7 +282,10 @@ cmd_start() {
     # setsid: own session and process group, so the node outlives this shell and its
     # terminal, and `stop` can kill the whole group. In a non-interactive shell the
     # background job is not a group leader, so setsid execs and $! is the node's pid.
-    nohup setsid "$LOAM" "${args[@]}" >>"$LOG_FILE" 2>&1 </dev/null &
+    # LOAM_NETNS: run the node inside that network namespace (the testnet's --hosts mode).
+    local netns=()
+    [[ -z "${LOAM_NETNS:-}" ]] || netns=(ip netns exec "$LOAM_NETNS")
+    nohup setsid ${netns[@]+"${netns[@]}"} "$LOAM" "${args[@]}" >>"$LOG_FILE" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$PID_FILE"
 

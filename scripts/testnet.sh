@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # A local multi-node Loam testnet on loopback.
 #
-#     scripts/testnet.sh up [--nodes 5] [--base-port 7600] [--dir .testnet]
+#     scripts/testnet.sh up [--providers 3] [--hosts] [--base-port 7600] [--dir .testnet]
 #     scripts/testnet.sh status
 #     scripts/testnet.sh demo
+#     scripts/testnet.sh env
 #     scripts/testnet.sh logs node-2 [-f]
+#     scripts/testnet.sh cut node-2 | heal node-2     (--hosts only)
 #     scripts/testnet.sh down [--purge]
 #
 # Every node is started by scripts/launch-peer.sh, with its data directory in
@@ -21,12 +23,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LAUNCH_PEER="$REPO/scripts/launch-peer.sh"
 
-UP_STEPS=(web chain nodes converge fund)
-DOWN_STEPS=(nodes chain web)
+UP_STEPS=(hosts web chain nodes converge fund offers)
+DOWN_STEPS=(nodes chain web hosts)
 
 # Settings; `up` takes them from its options, the other commands from DIR/testnet.env.
-NODES=5
+NODES=4 # node-0, the requestor, and three providers
 BASE_PORT=7600
+HOSTS_MODE=""   # 1: every node in a network namespace of its own (`up --hosts`)
+VM_NODE=""      # the provider that sells the vm runtime too (when a Docker engine runs)
 API_BASE_PORT="" # default: BASE_PORT + 100
 HOST=127.0.0.1
 TESTNET_DIR="${LOAM_TESTNET_DIR:-$REPO/.testnet}"
@@ -49,19 +53,30 @@ usage() {
 usage: scripts/testnet.sh COMMAND [OPTIONS]
 
 Commands:
-  up [--nodes N] [--base-port P] [--api-base-port A] [--dir D]
-        start N nodes (default 5) on 127.0.0.1, ports P..P+N-1 (default 7600),
-        REST API ports A..A+N-1 (default P+100):
-        node-0 first, the others bootstrapping from it; wait (up to 60 s) until
-        every node has at least min(2, N-1) neighbours; print a summary.
+  up [--providers N] [--hosts] [--base-port P] [--api-base-port A] [--dir D]
+        start a requestor (node-0) and N provider nodes (default 3; --nodes M
+        means M nodes in all) on 127.0.0.1, ports P..P+N (default 7600), REST
+        API ports A..A+N (default P+100); a local chain (anvil, port P+98) with
+        the test GLM and multi-transfer contracts; the demo files (port P+99).
+        Providers sell wasmtime; the last one sells vm when a Docker engine
+        runs. Waits until every node has neighbours and node-0's market sees
+        every offer, funds node-0 with test GLM, prints a summary.
+        --hosts: every node in a network namespace of its own, on a bridge
+        (10.213.0.0/24), so traffic crosses real links (root only).
         If a testnet already runs in D, print its status and exit 0.
   status
         each node: name, node id, alive or not, neighbours
   demo
         publish a gossip item (topic "demo") from the last node and wait (up to
         30 s) until every node has it; print how long it took; exit 1 if it does not
+  env
+        export lines for node-0's REST API (YAGNA_API_URL, YAGNA_APPKEY,
+        YAGNA_PAYMENT_NETWORK, YAGNA_SUBNET): eval "$(scripts/testnet.sh env)"
+        points any Golem client library at the testnet
   logs NODE [-n LINES] [-f]
         the end of a node's log (NODE is node-2 or just 2); -f follows it
+  cut NODE | heal NODE
+        (--hosts) take a node off the network (its link down) and back
   down [--purge]
         stop every node of the testnet; --purge also deletes the directory
   help
@@ -78,6 +93,13 @@ env_file() { printf '%s/testnet.env\n' "$TESTNET_DIR"; }
 node_dir() { printf '%s/node-%s\n' "$TESTNET_DIR" "$1"; }
 node_name() { printf 'node-%s\n' "$1"; }
 node_port() { printf '%s\n' "$((BASE_PORT + $1))"; }
+# Addresses: everything on 127.0.0.1, or with --hosts each node on 10.213.0.(10+I) in its
+# own network namespace and the chain and web server on the bridge, 10.213.0.1.
+HOSTS_NET=10.213.0
+HOSTS_BRIDGE=loam-br0
+node_host() { if [[ -n "$HOSTS_MODE" ]]; then printf '%s.%s\n' "$HOSTS_NET" "$((10 + $1))"; else printf '%s\n' "$HOST"; fi; }
+node_netns() { printf 'loam-node-%s\n' "$1"; }
+node_veth() { printf 'loam-v%s\n' "$1"; }
 node_api_port() { printf '%s\n' "$((API_BASE_PORT + $1))"; }
 
 set_dir() {
@@ -92,6 +114,8 @@ NODES=$NODES
 BASE_PORT=$BASE_PORT
 API_BASE_PORT=$API_BASE_PORT
 HOST=$HOST
+HOSTS_MODE=$HOSTS_MODE
+VM_NODE=$VM_NODE
 EOF
 }
 
@@ -109,6 +133,8 @@ load_env() {
             fi
             ;;
         HOST) HOST="$value" ;;
+        HOSTS_MODE) HOSTS_MODE="$value" ;;
+        VM_NODE) VM_NODE="$value" ;;
         esac
     done <"$f"
     return 0
@@ -248,36 +274,63 @@ PYEOF
 
 # --- up ---------------------------------------------------------------------------
 
+# start_node I CONTACT: starts node I (a provider when I > 0, bootstrapping from CONTACT).
+start_node() {
+    local i="$1" contact="$2" dir
+    dir="$(node_dir "$i")"
+    local args=(start --data-dir "$dir" --host "$(node_host "$i")" --port "$(node_port "$i")"
+        --api-port "$(node_api_port "$i")" --name "$(node_name "$i")" --quiet)
+    local env_args=()
+    mapfile -t env_args < <(payment_env)
+    if ((i > 0)); then
+        args+=(--bootstrap "$contact")
+        env_args+=("${PROVIDER_ENV[@]}")
+        if [[ "$i" == "$VM_NODE" ]]; then
+            env_args+=(LOAM_PROVIDER__RUNTIME=vm)
+        fi
+    fi
+    if [[ -n "$HOSTS_MODE" ]]; then
+        # The REST API and metrics listen on the node's own address, reachable over the bridge.
+        env_args+=("LOAM_NETNS=$(node_netns "$i")" "LOAM_API__HOST=$(node_host "$i")" "LOAM_METRICS__HOST=$(node_host "$i")")
+    fi
+    env ${env_args[@]+"${env_args[@]}"} "$LAUNCH_PEER" "${args[@]}"
+}
+
+# node-0 first (the others bootstrap from its contact), then all providers at once.
 up_nodes() {
-    local i contact="" dir
-    for ((i = 0; i < NODES; i++)); do
-        dir="$(node_dir "$i")"
-        local args=(start --data-dir "$dir" --host "$HOST" --port "$(node_port "$i")"
-            --api-port "$(node_api_port "$i")" --name "$(node_name "$i")" --quiet)
-        local env_args=()
-        mapfile -t env_args < <(payment_env)
-        if ((i > 0)); then
-            args+=(--bootstrap "$contact")
-            env_args+=("${PROVIDER_ENV[@]}")
-        fi
-        if ! env ${env_args[@]+"${env_args[@]}"} "$LAUNCH_PEER" "${args[@]}"; then
-            warn "$(node_name "$i") did not start; stopping the nodes started so far"
-            down_nodes >/dev/null || true
-            exit 1
-        fi
-        if ((i == 0)); then
-            contact="$(json_eval 'd.get("contact")' "$dir/node.json" 2>/dev/null || true)"
-            if [[ -z "$contact" ]]; then
-                down_nodes >/dev/null || true
-                die "node-0 wrote no contact address in $dir/node.json"
-            fi
-        fi
+    local dir contact
+    dir="$(node_dir 0)"
+    if ! start_node 0 ""; then
+        down_nodes >/dev/null || true
+        die "node-0 did not start"
+    fi
+    contact="$(json_eval 'd.get("contact")' "$dir/node.json" 2>/dev/null || true)"
+    if [[ -z "$contact" ]]; then
+        down_nodes >/dev/null || true
+        die "node-0 wrote no contact address in $dir/node.json"
+    fi
+    local i pids=() tmp failed=()
+    tmp="$(make_tmp)"
+    for ((i = 1; i < NODES; i++)); do
+        start_node "$i" "$contact" >"$tmp/$i.out" 2>&1 &
+        pids[i]=$!
     done
+    for ((i = 1; i < NODES; i++)); do
+        wait "${pids[i]}" || failed+=("$(node_name "$i")")
+        cat "$tmp/$i.out"
+    done
+    if ((${#failed[@]})); then
+        warn "${failed[*]} did not start; stopping the nodes started so far"
+        down_nodes >/dev/null || true
+        exit 1
+    fi
 }
 
 # The demo job's files: a WASI package of the test programs (built with clang) and an
 # input text, served over http from DIR/www by a small web server on BASE_PORT + 99.
 web_port() { printf '%s\n' "$((BASE_PORT + 99))"; }
+# Where the chain and the demo web server listen: loopback, or the bridge with --hosts.
+service_host() { if [[ -n "$HOSTS_MODE" ]]; then printf '%s.1\n' "$HOSTS_NET"; else printf '%s\n' "$HOST"; fi; }
 
 up_web() {
     local www="$TESTNET_DIR/www"
@@ -288,12 +341,12 @@ up_web() {
     fi
     local build="$REPO/tests/wasm/build"
     "$LOAM" package --entry wc="$build/wc.wasm" --entry hello="$build/hello.wasm" --mount ro:input --mount rw:output \
-        -o "$www/demo.zip" --url "http://$HOST:$(web_port)/demo.zip" | tail -n 1 >"$TESTNET_DIR/demo-package" ||
+        -o "$www/demo.zip" --url "http://$(service_host):$(web_port)/demo.zip" | tail -n 1 >"$TESTNET_DIR/demo-package" ||
         die "could not build the demo package"
     printf 'Loam is a peer-to-peer compute marketplace.\nProviders sell compute; requestors buy it.\nEvery node runs the same daemon.\n' >"$www/words.txt"
-    (cd "$www" && exec setsid "$PY" -m http.server "$(web_port)" --bind "$HOST" >"$TESTNET_DIR/web.log" 2>&1) &
+    (cd "$www" && exec setsid "$PY" -m http.server "$(web_port)" --bind "$(service_host)" >"$TESTNET_DIR/web.log" 2>&1) &
     printf '%s\n' "$!" >"$TESTNET_DIR/web.pid"
-    info "demo files served at http://$HOST:$(web_port)/ (pid $!)"
+    info "demo files served at http://$(service_host):$(web_port)/ (pid $!)"
 }
 
 down_web() {
@@ -311,9 +364,12 @@ down_web() {
 # with the test GLM token and the multi-transfer contract deployed on it; their addresses
 # go to DIR/networks.toml, which every node reads as its [payment] networks_file.
 up_chain() {
+    if [[ ! -x "$ANVIL" ]]; then
+        bash "$REPO/scripts/setup.sh" anvil || true
+    fi
     [[ -x "$ANVIL" ]] || die "anvil is not installed: run scripts/setup.sh anvil"
-    local url="http://$HOST:$(chain_port)"
-    (exec setsid "$ANVIL" --silent --host "$HOST" --port "$(chain_port)" >"$TESTNET_DIR/anvil.log" 2>&1) &
+    local url="http://$(service_host):$(chain_port)"
+    (exec setsid "$ANVIL" --silent --host "$(service_host)" --port "$(chain_port)" >"$TESTNET_DIR/anvil.log" 2>&1) &
     printf '%s\n' "$!" >"$TESTNET_DIR/anvil.pid"
     local deadline=$((SECONDS + 20)) out
     until out="$("$LOAM" payment deploy-local --rpc "$url" --out "$TESTNET_DIR/networks.toml" 2>&1)"; do
@@ -337,11 +393,86 @@ down_chain() {
     rm -f "$pid_file"
 }
 
-# The requestor (node-0) gets test GLM and gas money on the testnet's chain.
+# The requestor (node-0) gets test GLM and gas money on the testnet's chain, and an app
+# key for its REST API (`env` prints it).
 up_fund() {
     local out
     out="$("$LOAM" payment fund --data-dir "$(node_dir 0)" --amount 1000 --json)" || die "could not fund node-0 with test GLM"
     info "node-0 funded: $(json_eval 'd["token_glm"]' <(printf '%s' "$out")) test GLM on $(json_eval 'd["platform"]' <(printf '%s' "$out"))"
+    if [[ ! -s "$TESTNET_DIR/appkey" ]]; then
+        "$LOAM" app-key create testnet --data-dir "$(node_dir 0)" >"$TESTNET_DIR/appkey.tmp" 2>/dev/null ||
+            "$LOAM" app-key list --data-dir "$(node_dir 0)" --json |
+            json_eval 'next(k["key"] for k in d if k["name"] == "testnet")' >"$TESTNET_DIR/appkey.tmp"
+        tail -n 1 "$TESTNET_DIR/appkey.tmp" >"$TESTNET_DIR/appkey"
+        rm -f "$TESTNET_DIR/appkey.tmp"
+    fi
+}
+
+# Wait until node-0's market has heard every provider's offer.
+up_offers() {
+    local want=$((NODES - 1)) deadline=$((SECONDS + CONVERGE_TIMEOUT_S)) started have=0
+    ((want > 0)) || return 0
+    started="$(now_ms)"
+    while :; do
+        have="$("$LOAM" market offers --data-dir "$(node_dir 0)" --json 2>/dev/null |
+            json_eval 'len({o.get("issuer_id") or o.get("provider_id") or o.get("node_id") for o in d})' 2>/dev/null || echo 0)"
+        if ((have >= want)); then
+            info "node-0's market sees the offers of all $want provider(s) (in $(($(now_ms) - started)) ms)"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            warn "node-0's market sees offers from $have of $want provider(s) after ${CONVERGE_TIMEOUT_S} s"
+            return 0
+        fi
+        sleep 0.3
+    done
+}
+
+# --hosts: a bridge in this namespace, and per node a namespace of its own joined to it
+# by a veth pair; the node listens on its own address there.
+up_hosts() {
+    [[ -n "$HOSTS_MODE" ]] || return 0
+    ((EUID == 0)) || die "--hosts needs root (network namespaces)"
+    command -v ip >/dev/null 2>&1 || die "--hosts needs iproute2 (apt-get install iproute2)"
+    if ! ip link show "$HOSTS_BRIDGE" >/dev/null 2>&1; then
+        ip link add "$HOSTS_BRIDGE" type bridge
+        ip addr add "$HOSTS_NET.1/24" dev "$HOSTS_BRIDGE"
+    fi
+    ip link set "$HOSTS_BRIDGE" up
+    # Bridged frames pass iptables' FORWARD chain when br_netfilter is loaded, and a Docker
+    # engine sets its policy to DROP: let the bridge's own traffic through.
+    if command -v iptables >/dev/null 2>&1 && ! iptables -C FORWARD -i "$HOSTS_BRIDGE" -o "$HOSTS_BRIDGE" -j ACCEPT 2>/dev/null; then
+        iptables -I FORWARD -i "$HOSTS_BRIDGE" -o "$HOSTS_BRIDGE" -j ACCEPT 2>/dev/null || warn "could not add an iptables FORWARD rule for $HOSTS_BRIDGE"
+    fi
+    local i ns veth
+    for ((i = 0; i < NODES; i++)); do
+        ns="$(node_netns "$i")"
+        veth="$(node_veth "$i")"
+        ip netns del "$ns" 2>/dev/null || true
+        ip link del "$veth" 2>/dev/null || true
+        ip netns add "$ns"
+        ip link add "$veth" type veth peer name eth0 netns "$ns"
+        ip link set "$veth" master "$HOSTS_BRIDGE" up
+        ip -n "$ns" addr add "$(node_host "$i")/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+        ip -n "$ns" route add default via "$HOSTS_NET.1"
+    done
+    info "hosts: $NODES network namespace(s) on bridge $HOSTS_BRIDGE ($HOSTS_NET.0/24)"
+}
+
+down_hosts() {
+    [[ -n "$HOSTS_MODE" ]] || return 0
+    local i
+    for ((i = 0; i < NODES; i++)); do
+        ip netns del "$(node_netns "$i")" 2>/dev/null || true
+        ip link del "$(node_veth "$i")" 2>/dev/null || true
+    done
+    ip link del "$HOSTS_BRIDGE" 2>/dev/null || true
+    if command -v iptables >/dev/null 2>&1; then
+        iptables -D FORWARD -i "$HOSTS_BRIDGE" -o "$HOSTS_BRIDGE" -j ACCEPT 2>/dev/null || true
+    fi
+    info "removed the network namespaces and bridge $HOSTS_BRIDGE"
 }
 
 up_converge() {
@@ -389,6 +520,16 @@ cmd_up() {
             ((NODES >= 1)) || die "--nodes needs a number >= 1"
             shift 2
             ;;
+        --providers)
+            is_uint "${2:-}" || die "--providers needs a number >= 0"
+            NODES=$((10#$2 + 1))
+            explicit=1
+            shift 2
+            ;;
+        --hosts)
+            HOSTS_MODE=1
+            shift
+            ;;
         --base-port)
             is_port "${2:-}" || die "--base-port needs a port number"
             BASE_PORT=$((10#$2))
@@ -419,9 +560,10 @@ cmd_up() {
         die "node ports $BASE_PORT.. and REST API ports $API_BASE_PORT.. overlap; pass --api-base-port"
     fi
     set_dir "$TESTNET_DIR"
+    UP_STARTED=$SECONDS
 
     # Already running here? Then report on it rather than start a second one.
-    local wanted_nodes="$NODES" wanted_port="$BASE_PORT" wanted_api="$API_BASE_PORT"
+    local wanted_nodes="$NODES" wanted_port="$BASE_PORT" wanted_api="$API_BASE_PORT" wanted_hosts="$HOSTS_MODE"
     if load_env && (($(count_alive) > 0)); then
         info "a testnet is already running in $TESTNET_DIR ($(count_alive) of $NODES nodes alive)"
         if [[ -n "$explicit" ]] && [[ "$wanted_nodes" != "$NODES" || "$wanted_port" != "$BASE_PORT" || "$wanted_api" != "$API_BASE_PORT" ]]; then
@@ -434,13 +576,25 @@ cmd_up() {
     NODES="$wanted_nodes"
     BASE_PORT="$wanted_port"
     API_BASE_PORT="$wanted_api"
+    HOSTS_MODE="$wanted_hosts"
 
     ensure_env
+    # The last provider sells containers too when a Docker engine runs (or starts).
+    VM_NODE=""
+    if ((NODES >= 3)) && [[ -z "${LOAM_TESTNET_NO_VM:-}" ]]; then
+        if bash "$REPO/scripts/dockerd.sh" status >/dev/null 2>&1 ||
+            { ((EUID == 0)) && command -v dockerd >/dev/null 2>&1 && bash "$REPO/scripts/dockerd.sh" start >/dev/null 2>&1; }; then
+            VM_NODE=$((NODES - 1))
+        fi
+    fi
     write_env
-    info "starting $NODES node(s) on $HOST:$BASE_PORT..$((BASE_PORT + NODES - 1)) in $TESTNET_DIR"
-    local step
+    info "starting a requestor and $((NODES - 1)) provider(s)${VM_NODE:+ (node-$VM_NODE sells vm)} on ports $BASE_PORT..$((BASE_PORT + NODES - 1)) in $TESTNET_DIR${HOSTS_MODE:+, each in its own network namespace}"
+    local step t0
+    : >"$TESTNET_DIR/up-timings"
     for step in "${UP_STEPS[@]}"; do
+        t0="$(now_ms)"
         "up_$step"
+        printf '%s %s\n' "$step" "$(($(now_ms) - t0))" >>"$TESTNET_DIR/up-timings"
     done
 
     say ""
@@ -448,7 +602,7 @@ cmd_up() {
         print_table "$LAST_STATUS_DIR" 0
     fi
     say ""
-    info "up: $NODES node(s) running. Next: scripts/testnet.sh demo | status | logs node-0 | down"
+    info "up: $NODES node(s) running in $((SECONDS - UP_STARTED)) s. Next: scripts/testnet.sh demo | env | status | logs node-0 | down"
 }
 
 # --- status -----------------------------------------------------------------------
@@ -548,7 +702,7 @@ demo_job() {
     cat >"$script" <<JSON
 [{"deploy": {}},
  {"start": {}},
- {"transfer": {"from": "http://$HOST:$(web_port)/words.txt", "to": "container:/input/words.txt"}},
+ {"transfer": {"from": "http://$(service_host):$(web_port)/words.txt", "to": "container:/input/words.txt"}},
  {"run": {"entry_point": "wc", "args": ["/input/words.txt", "/output/counts.txt"]}},
  {"run": {"entry_point": "hello", "args": ["from", "the", "testnet"]}},
  {"sign": {}}]
@@ -587,6 +741,43 @@ for i in range(nodes):
         ms = elapsed
     print(i, ms)
 PYEOF
+}
+
+# --- env, cut, heal ---------------------------------------------------------------
+
+cmd_env() {
+    require_env
+    [[ -s "$TESTNET_DIR/appkey" ]] || die "no app key in $TESTNET_DIR/appkey (is the testnet up?)"
+    printf 'export YAGNA_API_URL=http://%s:%s\n' "$(node_host 0)" "$(node_api_port 0)"
+    printf 'export YAGNA_APPKEY=%s\n' "$(cat "$TESTNET_DIR/appkey")"
+    printf 'export YAGNA_PAYMENT_NETWORK=local\n'
+    printf 'export YAGNA_PAYMENT_DRIVER=erc20\n'
+    printf 'export YAGNA_SUBNET=public\n'
+}
+
+# node_index NODE: "node-2" or "2" as 2, checked against the testnet.
+node_index() {
+    local node="${1#node-}"
+    [[ "$node" =~ ^[0-9]+$ ]] && ((node < NODES)) || die "NODE is node-0 .. node-$((NODES - 1)), not ${1:-nothing}"
+    printf '%s\n' "$node"
+}
+
+cmd_cut() {
+    require_env
+    [[ -n "$HOSTS_MODE" ]] || die "cut works on a testnet started with up --hosts"
+    local i
+    i="$(node_index "${1:-}")"
+    ip link set "$(node_veth "$i")" down
+    info "$(node_name "$i") is off the network (its link $(node_veth "$i") is down); scripts/testnet.sh heal $(node_name "$i") brings it back"
+}
+
+cmd_heal() {
+    require_env
+    [[ -n "$HOSTS_MODE" ]] || die "heal works on a testnet started with up --hosts"
+    local i
+    i="$(node_index "${1:-}")"
+    ip link set "$(node_veth "$i")" up
+    info "$(node_name "$i") is back on the network"
 }
 
 # --- logs -------------------------------------------------------------------------
@@ -673,6 +864,7 @@ cmd_down() {
         info "no testnet in $TESTNET_DIR"
         return 0
     fi
+    load_env || true
     local step
     for step in "${DOWN_STEPS[@]}"; do
         "down_$step"
@@ -704,7 +896,7 @@ main() {
         TESTNET_DIR="$(cd "$TESTNET_DIR" && pwd)"
     fi
     case "$cmd" in
-    up | status | demo | logs | down)
+    up | status | demo | env | logs | cut | heal | down)
         "cmd_$cmd" ${args[@]+"${args[@]}"}
         ;;
     help | -h | --help)
