@@ -205,6 +205,10 @@ def test_a_requestor_runs_a_wasi_program_from_demand_to_results_over_http(
     api.ok("DELETE", f"{ACTIVITY}/activity/{activity_id}?timeout=10")
     api.ok("DELETE", f"{ACTIVITY}/activity/{activity_id}")
     assert api.ok("GET", f"{ACTIVITY}/activity/{activity_id}/state")["state"][0] == "Terminated"
+    # The spec's object form gets an object back.
+    second = api.ok("POST", f"{ACTIVITY}/activity", {"agreementId": agreement_id}, 201)
+    assert set(second) == {"activityId"} and second["activityId"] != activity_id
+    api.ok("DELETE", f"{ACTIVITY}/activity/{second['activityId']}?timeout=10")
     reason = {"message": "done", "golem.requestor.code": "Success"}
     api.ok("POST", f"{MARKET}/agreements/{agreement_id}/terminate", reason, 204)
     api.ok("POST", f"{MARKET}/agreements/{agreement_id}/terminate", reason, 204)
