@@ -789,8 +789,14 @@ def package_cmd(entries: tuple[str, ...], mounts: tuple[str, ...], out: Path, ur
               help="The exe-script: a JSON list of commands, as Golem's ExeScript.")
 @click.option("--constraints", default="", help="Extra demand constraints, e.g. (golem.inf.mem.gib>=2).")
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True, help="Seconds to wait for a provider and for the results.")
+@click.option("--budget", "budget_glm", default="5", show_default=True, help="GLM to allocate for the run (when the node runs payments).")
+@click.option("--wait-payment", "wait_payment_s", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for the invoice to be settled on the chain (0: do not wait).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON list.")
-def run_cmd(data_dir: Path, runtime: str, package: str, script_file: Path, constraints: str, timeout_s: float, as_json: bool) -> None:
+def run_cmd(
+    data_dir: Path, runtime: str, package: str, script_file: Path, constraints: str, timeout_s: float, budget_glm: str,
+    wait_payment_s: float, as_json: bool,
+) -> None:
     """Run an exe-script on a provider: demand, agreement, activity, results, and clean up.
 
     Exits 0 when every command succeeded, 1 when one failed.
@@ -802,7 +808,10 @@ def run_cmd(data_dir: Path, runtime: str, package: str, script_file: Path, const
     except ValueError as exc:
         raise ControlError(f"{script_file} is not JSON: {exc}") from None
     say = (lambda _text: None) if as_json else (lambda text: click.echo(text, err=True))
-    results = run_script(data_dir, runtime, package, script, constraints=constraints, timeout_s=timeout_s, say=say)
+    results = run_script(
+        data_dir, runtime, package, script, constraints=constraints, timeout_s=timeout_s, budget_glm=budget_glm,
+        wait_payment_s=wait_payment_s, say=say,
+    )
     if as_json:
         click.echo(json.dumps(_jsonable(results), indent=2))
     else:
@@ -821,6 +830,15 @@ def _register_provider_commands() -> None:
 
 
 _register_provider_commands()
+
+
+def _register_payment_commands() -> None:
+    from node.cli_payment import make_payment_group
+
+    cli.add_command(make_payment_group(_LoamGroup, _data_dir_option, _call))
+
+
+_register_payment_commands()
 
 
 def main() -> None:

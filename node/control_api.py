@@ -33,7 +33,8 @@ class ControlApi:
     """Dispatches ControlCall requests to actor proxies; one method a name, arguments by keyword."""
 
     def __init__(
-        self, market: Any, provider: Any | None, ask_timeout_s: float, activity: Any = None, gftp: Any = None
+        self, market: Any, provider: Any | None, ask_timeout_s: float, activity: Any = None, gftp: Any = None,
+        payment: Any = None, payment_driver: Any = None,
     ) -> None:
         self._ask_s = ask_timeout_s
         self._market = market
@@ -68,6 +69,10 @@ class ControlApi:
             }
         if gftp is not None:
             self._targets["gftp"] = gftp_control_methods(gftp, ask_timeout_s)
+        if payment is not None:
+            from actors.payment.api import control_methods as payment_control_methods
+
+            self._targets["payment"] = payment_control_methods(payment, payment_driver, ask_timeout_s)
 
     def handle(self, call: ControlCall) -> ControlResult:
         """Run a call.

@@ -67,13 +67,15 @@ class Node:
         self._actors: list[pykka.ActorRef] = []  # in start order; stopped in reverse
         self._dbs: list[sqlite3.Connection] = []  # one connection per actor that stores things
         self._control: ControlServer | None = None
-        self._metrics: Any = None  # MetricsServer, when serving
         self._api: Any = None  # ApiServer (node/api), when serving
+        self._metrics: Any = None  # MetricsServer, when serving
         self.net: Any = None  # NetActor proxy
         self.market: Any = None  # MarketActor proxy
         self.activity: Any = None  # ActivityActor proxy
         self.gftp: Any = None  # GftpActor proxy
         self.provider: Any = None  # ProviderAgentActor proxy, when this node sells compute
+        self.payment: Any = None  # PaymentLedgerActor proxy, when payments are enabled
+        self.payment_driver: Any = None  # PaymentDriverActor proxy (every chain call happens there)
 
     # -- assembly -------------------------------------------------------------------------
 
@@ -96,8 +98,19 @@ class Node:
             self.provider = self._start_actor(
                 ProviderAgentActor, self.identity, cfg, self.market, activity=self.activity, on_actor_failure=fail
             ).proxy()
-        # Later subsystems (activity, payments) start here, each given the proxies of the
-        # actors it talks to.
+        if cfg.payment.enabled:
+            from actors.payment.driver_actor import PaymentDriverActor
+            from actors.payment.ledger_actor import PaymentLedgerActor
+
+            self.payment_driver = self._start_actor(
+                PaymentDriverActor, self.identity, cfg, self._open_db(), on_actor_failure=fail
+            ).proxy()
+            ledger_ref = self._start_actor(
+                PaymentLedgerActor, self.identity, cfg, self.net, self.market, self.activity, self.payment_driver,
+                self._open_db(), on_actor_failure=fail,
+            )  # fmt: skip
+            self.payment = ledger_ref.proxy()
+            self._ask(self.activity.attach_payment(ledger_ref))
         handlers = self._control_handlers()
         self._control = ControlServer(cfg.data_dir, handlers, self.node_id)
         self._control.start()
@@ -105,16 +118,6 @@ class Node:
         self._start_api()
         self._write_runtime_file()
         self._log.info("node_started", name=cfg.node.name, contact=self._ask(self.net.contact()))
-
-    def _start_api(self) -> None:
-        """Serve the REST API ([api]) on its own thread; an address that cannot be bound costs a warning, not the node."""
-        from node.api import ApiServer
-
-        if not self.settings.api.enabled:
-            return
-        server = ApiServer(self.settings, self.node_id, self, db_path(self.settings.data_dir))
-        if server.start():
-            self._api = server
 
     def _start_metrics(self, control: Any) -> None:
         """Serve Prometheus metrics ([metrics]); a port that is taken costs a warning, not the node."""
@@ -143,6 +146,16 @@ class Node:
             return
         self._metrics = server
         self._log.info("metrics_serving", url=server.url)
+
+    def _start_api(self) -> None:
+        """Serve the REST API ([api]) on its own thread; an address that cannot be bound costs a warning, not the node."""
+        from node.api import ApiServer
+
+        if not self.settings.api.enabled:
+            return
+        server = ApiServer(self.settings, self.node_id, self, db_path(self.settings.data_dir))
+        if server.start():
+            self._api = server
 
     def _open_db(self) -> sqlite3.Connection:
         conn = open_database(db_path(self.settings.data_dir))
@@ -182,7 +195,8 @@ class Node:
             return GossipList(entries)
 
         api = ControlApi(
-            self.market, self.provider, self.settings.actors.ask_timeout_s, activity=self.activity, gftp=self.gftp
+            self.market, self.provider, self.settings.actors.ask_timeout_s, activity=self.activity, gftp=self.gftp,
+            payment=self.payment, payment_driver=self.payment_driver,
         )
         return {
             ControlCall: api.handle,
@@ -254,8 +268,8 @@ class Node:
             "contact": self._ask(self.net.contact()),
             "listen": self._ask(self.net.status()).listen,
             "control": self._control.endpoint if self._control else None,
-            "metrics": self._metrics.url if self._metrics else None,
             "api": "http://{}:{}".format(*self._api.address) if self._api else None,
+            "metrics": self._metrics.url if self._metrics else None,
         }
         path = runtime_file(self.settings.data_dir)
         tmp = path.with_suffix(".tmp")

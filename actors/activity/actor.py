@@ -17,6 +17,7 @@ from actors.activity.view import ActivityView
 from actors.base import FailureHandler, LoamActor, Ticker
 from actors.market.events import MarketError, now_ms
 from actors.net.actor import Received
+from actors.payment.events import ActivityUsage
 from exeunits.framing import FrameWriter, read_frame
 from protocol.activity import (
     COMMANDS,
@@ -142,6 +143,7 @@ class ActivityActor(LoamActor):
         self._cache_dir = Path(settings.data_dir) / "cache" / "wasm"
         self._running: dict[str, _Running] = {}
         self._views: dict[str, ActivityView] = {}
+        self._payment: pykka.ActorRef | None = None
         self._ticker: Ticker | None = None
         # What all activities together may use: cores, memory GiB, disk GiB (the provider agent
         # sets them again when it reloads its settings).
@@ -439,7 +441,19 @@ class ActivityActor(LoamActor):
         body = json.dumps({"signer": self.node_id, "digest": digest, "signature": signature})
         return dataclasses.replace(result, stdout=body)
 
+    def attach_payment(self, ledger: pykka.ActorRef) -> None:
+        """Report provider activities' usage to the payment ledger (it issues the debit notes)."""
+        self._payment = ledger
+
+    def _report_usage(self, run: _Running, ended: bool) -> None:
+        if self._payment is not None:
+            try:
+                self._payment.tell(ActivityUsage(run.activity_id, run.agreement_id, run.usage(), ended))
+            except pykka.ActorDeadError:  # the node is stopping; the ledger marks it ended at its next start
+                self._payment = None
+
     def _send_update(self, run: _Running, batch_id: str) -> None:
+        self._report_usage(run, ended=False)
         run.last_update_ms = now_ms()
         update = ActivityUpdate(
             run.activity_id, run.agreement_id, run.state, run.reason, run.error, run.usage(), now_ms(),
@@ -474,6 +488,7 @@ class ActivityActor(LoamActor):
                 why = error or reason
                 results.append(ExeResult(len(results), now_ms(), "Error", None, None, f"the activity ended: {why}", True))
         run.state, run.reason, run.error = "Terminated", reason, error
+        self._report_usage(run, ended=True)
         self._log.info("activity_ended", activity_id=run.activity_id, reason=reason, error=error)
         if notify:
             for batch_id in run.order or [""]:
