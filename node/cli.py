@@ -832,6 +832,21 @@ def _register_provider_commands() -> None:
 _register_provider_commands()
 
 
+@cli.command("image-repo")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The folder of GVMI files to serve (name.gvmi is tagged name:latest).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7697, show_default=True, help="Port to listen on.")
+def image_repo_cmd(folder: Path, host: str, port: int) -> None:
+    """Serve GVMI images as Golem's image repository does (GET /v1/image/info?hash=…|tag=…), in the foreground."""
+    from node.image_repo import serve
+
+    if not folder.is_dir():
+        raise click.BadParameter(f"{folder} is not a folder", param_hint="--dir")
+    click.echo(f"image repository of {folder} at http://{host}:{port}/v1/image/info", err=True)
+    serve(folder, host, port)
+
+
 def _register_payment_commands() -> None:
     from node.cli_payment import make_payment_group
 

@@ -23,8 +23,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LAUNCH_PEER="$REPO/scripts/launch-peer.sh"
 
-UP_STEPS=(hosts web chain nodes converge fund offers)
-DOWN_STEPS=(nodes chain web hosts)
+UP_STEPS=(hosts web images chain nodes converge fund offers)
+DOWN_STEPS=(nodes chain images web hosts)
 
 # Settings; `up` takes them from its options, the other commands from DIR/testnet.env.
 NODES=4 # node-0, the requestor, and three providers
@@ -356,6 +356,34 @@ down_web() {
     if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q http.server; then
         kill "$pid" 2>/dev/null || true
         info "stopped the demo web server (pid $pid)"
+    fi
+    rm -f "$pid_file"
+}
+
+# An image repository (Golem's GET /v1/image/info) on BASE_PORT + 97, serving the GVMI
+# images in DIR/images: the test busybox image when squashfs-tools can build it.
+images_port() { printf '%s\n' "$((BASE_PORT + 97))"; }
+
+up_images() {
+    local dir="$TESTNET_DIR/images"
+    mkdir -p "$dir"
+    if bash "$REPO/tests/images/build.sh" --no-docker >"$TESTNET_DIR/images-build.log" 2>&1; then
+        cp -f "$REPO/tests/images/build/busybox.gvmi" "$dir/busybox.gvmi"
+    else
+        warn "could not build the busybox GVMI image (see $TESTNET_DIR/images-build.log); the image repository starts empty"
+    fi
+    (exec setsid "$LOAM" image-repo --dir "$dir" --host "$(service_host)" --port "$(images_port)" >"$TESTNET_DIR/images.log" 2>&1) &
+    printf '%s\n' "$!" >"$TESTNET_DIR/images.pid"
+    info "image repository at http://$(service_host):$(images_port)/v1/image/info (pid $!)"
+}
+
+down_images() {
+    local pid_file="$TESTNET_DIR/images.pid" pid
+    [[ -f "$pid_file" ]] || return 0
+    pid="$(cat "$pid_file")"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q image-repo; then
+        kill "$pid" 2>/dev/null || true
+        info "stopped the image repository (pid $pid)"
     fi
     rm -f "$pid_file"
 }
@@ -753,6 +781,8 @@ cmd_env() {
     printf 'export YAGNA_PAYMENT_NETWORK=local\n'
     printf 'export YAGNA_PAYMENT_DRIVER=erc20\n'
     printf 'export YAGNA_SUBNET=public\n'
+    # Not Golem's: where this testnet's image repository is (pass it as the client's repo URL).
+    printf 'export LOAM_IMAGE_REPO_URL=http://%s:%s\n' "$(service_host)" "$(images_port)"
 }
 
 # node_index NODE: "node-2" or "2" as 2, checked against the testnet.
