@@ -88,7 +88,11 @@ def _apply_to_running_node(data_dir: Path, what: str, changes: dict[str, Any] | 
         raise ControlError(f"{what}, but the running node could not apply it: {exc}") from None
     offers, rules = reloaded["offers"], reloaded["rules"]
     published = [o for o in offers if o["offer_id"]]
-    click.echo(f"{what}; the running node re-published {len(published)} offer{'s' if len(published) != 1 else ''}")
+    fresh = sum(1 for o in published if o.get("republished"))
+    click.echo(
+        f"{what}; the running node offers {len(published)} preset{'s' if len(published) != 1 else ''} "
+        f"({fresh} re-published, {len(published) - fresh} unchanged)"
+    )
     for offer in offers:
         if not offer["offer_id"] and offer["not_offered"] != "inactive":
             click.echo(f"warning: preset {offer['preset']} is not offered: {offer['not_offered']}", err=True)

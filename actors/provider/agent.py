@@ -73,6 +73,7 @@ class ProviderAgentActor(LoamActor):
         self._ask_s = settings.actors.ask_timeout_s
         self._offers: dict[str, _Published] = {}  # preset name -> its live offer
         self._unavailable: dict[str, str] = {}  # preset name -> why it is not offered
+        self._republished: set[str] = set()  # presets whose offer the last reload replaced
         self._implicit = True
         self._versions: dict[str, str] = {}  # runtime -> version, for runtimes that work here
         self._counters: dict[str, int] = {}  # demand id -> counter-proposals we made in that chain
@@ -121,6 +122,7 @@ class ProviderAgentActor(LoamActor):
                 "memory_gib": pub.cfg.memory_gib if pub else preset.memory_gib,
                 "storage_gib": pub.cfg.storage_gib if pub else preset.storage_gib,
                 "offer_id": pub.offer_id if pub else None,
+                "republished": preset.name in self._republished,
                 "expires_ms": pub.expires_ms if pub else None,
                 "not_offered": "" if pub else (self._unavailable.get(preset.name) or "inactive"),
             })
@@ -180,16 +182,25 @@ class ProviderAgentActor(LoamActor):
         if self._activity is not None:
             self._activity.set_limits(self._cfg.cores, self._cfg.memory_gib, self._cfg.storage_gib)
         presets, self._implicit = effective_presets(settings.data_dir, self._cfg)
-        old = self._offers
+        old = dict(self._offers)
         self._offers = {}
         self._unavailable = {}
+        self._republished = set()
         for preset in presets:
             if not preset.active:
                 continue
             version = self._runtime_version(preset.runtime)
             if version is None:
                 continue
-            self._publish(preset, preset_settings(self._cfg, preset), version)
+            cfg = preset_settings(self._cfg, preset)
+            previous = old.get(preset.name)
+            if previous is not None and previous.properties == self._properties(cfg, version):
+                # Nothing a requestor sees has changed: keep the offer, and the negotiations on it.
+                self._offers[preset.name] = dataclasses.replace(previous, preset=preset, cfg=cfg)
+                del old[preset.name]
+                continue
+            self._publish(preset, cfg, version)
+            self._republished.add(preset.name)
         for pub in old.values():
             try:
                 self._market.unsubscribe(pub.offer_id).get(timeout=self._ask_s)
@@ -219,10 +230,15 @@ class ProviderAgentActor(LoamActor):
         presets, _ = effective_presets(self._settings.data_dir, self._cfg)
         return [p.name for p in presets if p.runtime == runtime]
 
-    def _publish(self, preset: Preset, cfg: ProviderSettings, version: str) -> None:
+    def _properties(self, cfg: ProviderSettings, version: str) -> dict[str, Any]:
         node = self._settings.node
         props = offer_properties(cfg, self.node_id, node.name, node.subnet)
         props["golem.runtime.version"] = version
+        return props
+
+    def _publish(self, preset: Preset, cfg: ProviderSettings, version: str) -> None:
+        node = self._settings.node
+        props = self._properties(cfg, version)
         offer_id = self._market.subscribe_offer(
             props, offer_constraints(node.subnet), "", cfg.offer_ttl_s, self.actor_ref
         ).get(timeout=self._ask_s)

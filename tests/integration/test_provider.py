@@ -110,7 +110,7 @@ def test_presets_and_prices_changed_through_the_cli_are_republished_to_the_marke
 
     out = loam(provider, "provider", "preset", "create", "--name", "cheap", "--runtime", "wasmtime",
                "--starting-fee", "0.5", "--env-per-hour", "0.036", "--cpu-per-hour", "0.072", "--cores", "1").stdout
-    assert "created preset cheap (active); the running node re-published 1 offer" in out
+    assert "created preset cheap (active); the running node offers 1 preset (1 re-published, 0 unchanged)" in out
 
     def prices() -> list[list[float]]:
         return sorted(o["properties"]["golem.com.pricing.model.linear.coeffs"] for o in offers_of(requestor, provider))
@@ -125,7 +125,7 @@ def test_presets_and_prices_changed_through_the_cli_are_republished_to_the_marke
          "--starting-fee", "0", "--env-per-hour", "0", "--cpu-per-hour", "1")
     wait_for("two offers", lambda: prices() == sorted([coeffs(0.144, 0.036, 0.5), coeffs(1.0, 0.0, 0.0)]), 15)
     out = loam(provider, "provider", "preset", "deactivate", "second").stdout
-    assert "re-published 1 offer" in out
+    assert "the running node offers 1 preset (0 re-published, 1 unchanged)" in out
     wait_for("one offer again", lambda: prices() == [coeffs(0.144, 0.036, 0.5)], 15)
 
     # The harness runs the node with --name, which wins over loam.toml: the CLI says so.
@@ -177,9 +177,12 @@ def test_presets_and_prices_changed_through_the_cli_are_republished_to_the_marke
 def test_blocked_and_not_allowed_requestors_are_refused_with_a_reason(testnet: Testnet) -> None:
     provider = testnet.add("provider", env=PROVIDER_ENV)
     requestor = testnet.add("requestor")
-    wait_for("the offer", lambda: offers_of(requestor, provider), 15)
+    [offer] = wait_for("the offer", lambda: offers_of(requestor, provider), 15)
 
-    loam(provider, "provider", "settings", "set", "--block-requestors", requestor.node_id)
+    out = loam(provider, "provider", "settings", "set", "--block-requestors", requestor.node_id).stdout
+    # The lists are negotiation rules, not part of the offer: it stays as it is.
+    assert "(0 re-published, 1 unchanged)" in out
+    assert [o["offer_id"] for o in offers_of(requestor, provider)] == [offer["offer_id"]]
     answer = counter_first_offer(requestor)
     assert answer["type"] == "ProposalRejectedEvent"
     assert answer["reason"]["message"] == f"requestor {requestor.node_id} is blocked by this provider"
