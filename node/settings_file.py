@@ -52,15 +52,21 @@ def update_settings_file(data_dir: Path, changes: Mapping[str, Any]) -> Settings
                 raise SettingsError(f"{path}: {section} is a value, not a table [{section}]")
             table[key] = list(value) if isinstance(value, tuple) else value
         text = dumps(data, header=_HEADER)
-        settings = _check(data_dir, path, text)
+        settings = _check(data_dir, path, data)
         write_atomic(path, text)
     return settings
 
 
-def _check(data_dir: Path, path: Path, text: str) -> Settings:
+def _check(data_dir: Path, path: Path, data: dict[str, Any]) -> Settings:
+    """Load the candidate settings from a scratch copy of the data dir's files."""
+    scratch_data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    payment = scratch_data.get("payment")
+    if isinstance(payment, dict) and isinstance(payment.get("networks_file"), str) and payment["networks_file"]:
+        # A networks file relative to the data dir is still found from the scratch copy.
+        payment["networks_file"] = str((data_dir / payment["networks_file"]).absolute())
     with tempfile.TemporaryDirectory(prefix="loam-settings-") as tmp:
         scratch = Path(tmp)
-        (scratch / CONFIG_FILE_NAME).write_text(text, encoding="utf-8")
+        (scratch / CONFIG_FILE_NAME).write_text(dumps(scratch_data), encoding="utf-8")
         # The node's own payment networks count when the payment network is checked.
         for extra in data_dir.glob("networks*.toml"):
             shutil.copy(extra, scratch / extra.name)

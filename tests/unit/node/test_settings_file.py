@@ -77,3 +77,12 @@ def test_reloading_keeps_the_command_line_layer(tmp_path: Path) -> None:
     assert first.overrides == (("node.name", "from-flag"),)
     (tmp_path / "loam.toml").write_text('[node]\nname = "from-file"\n')
     assert load_settings(tmp_path, dict(first.overrides), environ={}).node.name == "from-flag"
+
+
+def test_a_networks_file_named_in_the_payment_settings_is_found_relative_to_the_data_dir(tmp_path: Path) -> None:
+    (tmp_path / "chain").mkdir()
+    (tmp_path / "chain" / "mine.toml").write_text('[networks.devchain]\nchain_id = 1337\n')
+    (tmp_path / "loam.toml").write_text('[payment]\nnetworks_file = "chain/mine.toml"\n')
+    settings = update_settings_file(tmp_path, {"provider.payment_network": "devchain"})
+    assert settings.provider.payment_network == "devchain"
+    assert tomllib.loads((tmp_path / "loam.toml").read_text())["payment"] == {"networks_file": "chain/mine.toml"}
