@@ -35,6 +35,8 @@ __all__ = [
     "db_rows",
     "payment_transfers",
     "approve_multi_transfer",
+    "exe_unit_pids",
+    "kill_exe_units",
 ]
 
 ANVIL = Path(__file__).resolve().parents[2] / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
@@ -118,14 +120,14 @@ def payment_env(local: LocalChain, **extra: str) -> dict[str, str]:
 
 def provider_env(local: LocalChain, runtime: str = "wasmtime", **extra: str) -> dict[str, str]:
     """A provider selling compute paid on the local chain."""
-    return payment_env(
-        local,
-        LOAM_PROVIDER__ENABLED="true",
-        LOAM_PROVIDER__RUNTIME=runtime,
-        LOAM_PROVIDER__PAYMENT_NETWORK="local",
-        LOAM_PROVIDER__MAX_AGREEMENTS="8",
-        **extra,
-    )
+    settings = {
+        "LOAM_PROVIDER__ENABLED": "true",
+        "LOAM_PROVIDER__RUNTIME": runtime,
+        "LOAM_PROVIDER__PAYMENT_NETWORK": "local",
+        "LOAM_PROVIDER__MAX_AGREEMENTS": "8",
+    }
+    settings.update(extra)  # extra may override the defaults above (e.g. max_agreements)
+    return payment_env(local, **settings)
 
 
 def payment_call(node: NodeProcess, method: str, timeout_s: float = 30.0, **args: Any) -> Any:
@@ -260,3 +262,31 @@ def approve_multi_transfer(local: LocalChain, key: str | bytes) -> None:
     tx = ch.ensure_allowance(local.chain(), key, local.token, local.multi, 2**200)
     if tx is not None:
         ch.wait_for_receipt(local.chain(), tx, timeout_s=60.0)
+
+
+def exe_unit_pids(node: NodeProcess) -> list[int]:
+    """Exe-unit child processes working in this node's data dir (also orphans of a killed node)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"exeunits.child" in args and any(str(node.data_dir).encode() in a for a in args):
+            pids.append(int(proc.name))
+    return pids
+
+
+def kill_exe_units(node: NodeProcess) -> list[int]:
+    """SIGKILL the exe-units a killed node left behind (they run on until their command ends); returns their pids."""
+    import signal
+
+    pids = exe_unit_pids(node)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids

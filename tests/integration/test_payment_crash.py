@@ -14,6 +14,7 @@ from tests.integration.payment_support import (
     approve_multi_transfer,
     activity_call,
     db_rows,
+    kill_exe_units,
     local_chain,
     negotiate,
     payment_call,
@@ -151,7 +152,8 @@ def test_a_provider_killed_mid_activity_is_paid_its_last_accepted_debit_note_and
 ) -> None:
     with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
         requestor = testnet.add("requestor", env=payment_env(local))
-        provider = testnet.add("provider", env=provider_env(local))
+        # A spin that would run for hours is stopped by the provider's limit even if all else fails.
+        provider = testnet.add("provider", env=provider_env(local, LOAM_PROVIDER__MAX_RUN_S="120"))
         payment_call(requestor, "fund", amount="100", timeout_s=90)
         wait_for("the balance known", lambda: payment_call(requestor, "status")["balances"], 30)
         allocation = payment_call(requestor, "create_allocation", amount="10")
@@ -169,6 +171,8 @@ def test_a_provider_killed_mid_activity_is_paid_its_last_accepted_debit_note_and
 
         wait_for("two accepted debit notes", lambda: len(accepted_notes()) >= 2, 60, interval_s=0.3)
         provider.kill()
+        # Its exe-unit outlives it, spinning (it reads its pipe only between commands): stop it.
+        assert kill_exe_units(provider)
 
         # The requestor ends the agreement with a provider that is gone.
         market_call(requestor, "terminate_agreement", {"agreement_id": agreement_id, "reason": {"message": "provider gone"}})
