@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -212,32 +213,40 @@ async def begin_scan(ctx: ApiContext, request: web.Request) -> web.Response:
 async def collect_scan(ctx: ApiContext, request: web.Request) -> web.Response:
     from protocol.constraints import Tri
 
-    scan = _scan(ctx, request.match_info["subscriptionId"])
-    query_float(request.query, "timeout", 5.0)
+    scan_id = request.match_info["subscriptionId"]
+    _scan(ctx, scan_id)
+    timeout_s = min(query_float(request.query, "timeout", 5.0), MAX_POLL_S)
     max_events = query_int(request.query, "maxEvents", 10, minimum=1, maximum=100)
-    scan["expires"] = time.monotonic() + scan["ttl"]
-    if scan["kind"] == "offer":
-        docs = [(o.offer_id, models.offer_json(o), o.properties) for o in await ctx.call(ctx.market.known_offers)]
-    else:
-        docs = [(d.demand_id, models.demand_json(d), d.properties) for d in await ctx.call(ctx.market.known_demands)]
-    out = []
-    for doc_id, doc, props in docs:
-        if doc_id in scan["seen"]:
-            continue
-        if scan["constraint"] is not None and scan["constraint"].evaluate(props) is not Tri.TRUE:
-            continue
-        scan["seen"].add(doc_id)
-        out.append(doc)
-        if len(out) >= max_events:
-            break
-    return json_response(out)
+    peer = request.query.get("peerId") or None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        scan = _scan(ctx, scan_id)  # it may have been ended meanwhile
+        scan["expires"] = time.monotonic() + scan["ttl"]
+        if scan["kind"] == "offer":
+            docs = [(o.offer_id, o.provider_id, models.offer_json(o), o.properties) for o in await ctx.call(ctx.market.known_offers)]
+        else:
+            docs = [(d.demand_id, d.requestor_id, models.demand_json(d), d.properties) for d in await ctx.call(ctx.market.known_demands)]
+        out = []
+        for doc_id, node_id, doc, props in docs:
+            if doc_id in scan["seen"] or (peer is not None and node_id.lower() != peer.lower()):
+                continue
+            if scan["constraint"] is not None and scan["constraint"].evaluate(props) is not Tri.TRUE:
+                continue
+            scan["seen"].add(doc_id)
+            out.append(doc)
+            if len(out) >= max_events:
+                break
+        if out or time.monotonic() >= deadline:
+            return json_response(out)
+        # Offers and demands arrive by gossip; look again shortly.
+        await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 async def end_scan(ctx: ApiContext, request: web.Request) -> web.Response:
     scan_id = request.match_info["subscriptionId"]
     _scan(ctx, scan_id)
     del ctx.extra["scans"][scan_id]
-    return no_content()
+    return web.Response(status=201)  # what the spec says "scan deleted" answers
 
 
 def _scan(ctx: ApiContext, scan_id: str) -> dict[str, Any]:
@@ -448,9 +457,10 @@ def market_routes() -> list[Route]:
           "Answer a property query (none are ever sent: always 404)", "queryReplyOffers", "market", {"type": "object"}, (204, None)),
         r("POST", f"{p}/scan", begin_scan, "Start scanning the offers or demands this node has heard", "beginScan", "market",
           {"$ref": "#/components/schemas/NewScan"}, (201, s)),
-        r("GET", f"{p}/scan/{{subscriptionId}}/events", collect_scan, "Offers or demands of a scan not returned before",
-          "collectScan", "market", ok=(200, {"type": "array", "items": {"type": "object"}}), query=poll),
-        r("DELETE", f"{p}/scan/{{subscriptionId}}", end_scan, "End a scan", "endScan", "market", ok=(204, None)),
+        r("GET", f"{p}/scan/{{subscriptionId}}/events", collect_scan, "Offers or demands of a scan not returned before (long poll)",
+          "collectScanResults", "market", ok=(200, {"type": "array", "items": {"type": "object"}}),
+          query=(*poll, ("peerId", s))),
+        r("DELETE", f"{p}/scan/{{subscriptionId}}/events", end_scan, "End a scan", "endScan", "market", ok=(201, None)),
         r("POST", f"{p}/agreements", create_agreement, "Make an agreement from a provider's proposal", "createAgreement",
           "market", {"$ref": "#/components/schemas/AgreementProposal"}, (201, s)),
         r("GET", f"{p}/agreements", list_agreements, "This node's agreements", "listAgreements", "market",

@@ -37,4 +37,5 @@ def net_routes() -> list[Route]:
         r("POST", f"{p}/net/{{networkId}}/nodes", not_supported, "Add a node (501)", "addNode", "net", obj, ok),
         r("DELETE", f"{p}/net/{{networkId}}/nodes/{{nodeId}}", not_supported, "Remove a node (501)", "removeNode", "net", ok=ok),
         r("GET", f"{p}/net/{{networkId}}/tcp", not_supported, "TCP connections (501)", "getConnections", "net", ok=ok),
+        r("GET", f"{p}/net/{{networkId}}/tcp/{{ip}}/{{port}}", not_supported, "A TCP connection (501)", "connectTcp", "net", ok=ok),
     ]

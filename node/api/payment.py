@@ -342,6 +342,25 @@ async def get_payment(ctx: ApiContext, request: web.Request) -> web.Response:
     raise ApiError(404, f"payment {payment_id} not found")
 
 
+async def payments_status(ctx: ApiContext, request: web.Request) -> web.Response:
+    network = request.query.get("network") or None
+    driver = request.query.get("driver") or None
+    balances = await ctx.call(ctx.payment.balances)
+    out = []
+    for platform, bal in sorted(balances.items()):
+        parts = platform.split("-")
+        if len(parts) != 3 or (network and parts[1] != network) or (driver and parts[0] != driver):
+            continue
+        base = {"driver": parts[0], "network": parts[1], "address": bal.address}
+        if bal.gas_wei is not None and bal.gas_wei == 0:
+            out.append({"kind": "InsufficientGas", **base})
+        if bal.token_wei is not None and bal.token_wei == 0:
+            out.append({"kind": "InsufficientToken", **base})
+        if bal.token_wei is None or bal.gas_wei is None:
+            out.append({"kind": "RpcError", "driver": parts[0], "network": parts[1]})
+    return json_response(out)
+
+
 def payment_routes() -> list[Route]:
     """The payment-api operations this node serves."""
     p = PREFIX
@@ -365,6 +384,9 @@ def payment_routes() -> list[Route]:
         r("GET", f"{p}/demandDecorations", demand_decorations, "Properties and constraints a demand paid from allocations needs",
           "getDemandDecorations", "payment", ok=(200, obj), query=(("allocationIds", {"type": "string"}),)),
         r("GET", f"{p}/payments", get_payments, "Payments made and received", "getPayments", "payment", ok=(200, arr), query=items),
+        # Before {paymentId}, which would take "status" for an id.
+        r("GET", f"{p}/payments/status", payments_status, "Problems the payment driver knows of (no gas, no tokens, no RPC)",
+          "paymentsStatus", "payment", ok=(200, arr), query=(("network", {"type": "string"}), ("driver", {"type": "string"}))),
         r("GET", f"{p}/payments/{{paymentId}}", get_payment, "A payment", "getPayment", "payment", ok=(200, obj)),
     ]
     for name, key, tag in (("debitNotes", "debitNoteId", "DebitNote"), ("invoices", "invoiceId", "Invoice")):

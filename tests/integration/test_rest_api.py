@@ -118,7 +118,8 @@ def test_a_requestor_runs_a_wasi_program_from_demand_to_results_over_http(
     scan = api.ok("POST", f"{MARKET}/scan", {"type": "offer", "constraints": "(golem.runtime.name=wasmtime)"}, 201)
     offers = wait_for("the provider's offer", lambda: api.ok("GET", f"{MARKET}/scan/{scan}/events?timeout=1"), 20)
     assert offers[0]["providerId"] == provider.node_id and offers[0]["properties"]["golem.runtime.name"] == "wasmtime"
-    api.ok("DELETE", f"{MARKET}/scan/{scan}", status=204)
+    api.ok("DELETE", f"{MARKET}/scan/{scan}/events", status=201)
+    assert api.call("GET", f"{MARKET}/scan/{scan}/events?timeout=0")[0] == 404
 
     props = {
         "golem.node.debug.subnet": "public",
@@ -310,6 +311,7 @@ def test_every_served_operation_answers_garbage_with_a_4xx(lone: Api) -> None:
     """A small fuzz over the node's own OpenAPI document: wrong types and junk in every body and query."""
     doc = lone.ok("GET", "/openapi.json")
     assert doc["openapi"].startswith("3.") and f"{MARKET}/demands" in doc["paths"]
+    assert isinstance(lone.ok("GET", "/payment-api/v1/payments/status"), list)  # not taken for a payment id
     bodies: list[Any] = [None, "x", 0, -1.5, True, [], [None], {}, {"properties": None}, {"text": 7}, {"message": 1}, "\u0000" * 3]
     queries = ["?timeout=0", "?timeout=-5", "?maxEvents=1000000", "?timeout=1e309", "?afterTimestamp=%00", "?state=x"]
     seen = 0
