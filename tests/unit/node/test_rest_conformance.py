@@ -71,3 +71,34 @@ def test_the_operations_golem_clients_call_are_among_them() -> None:
         ("GET", "/activity-api/v1/activity/{activityId}/usage"), ("DELETE", "/activity-api/v1/activity/{activityId}"),
     ]
     assert [op for op in used if op not in served] == []
+
+
+def spec_success_codes() -> dict[tuple[str, str], int]:
+    """The first 2xx answer of each operation in the spec files."""
+    codes: dict[tuple[str, str], int] = {}
+    for name, prefix in PREFIXES.items():
+        path = method = None
+        in_paths = in_responses = False
+        for line in (SPEC / name).read_text().splitlines():
+            if re.match(r"^\S", line):
+                in_paths, path = line.startswith("paths:"), None
+                continue
+            if not in_paths:
+                continue
+            if m := re.match(r"^  (/\S*):\s*$", line):
+                path, method = m.group(1), None
+            elif m := re.match(r"^    (get|post|put|delete|patch):", line):
+                method, in_responses = m.group(1).upper(), False
+            elif re.match(r"^      responses:", line):
+                in_responses = True
+            elif (m := re.match(r"^        '?(2\d\d)'?:", line)) and in_responses and method and path:
+                codes.setdefault((method, prefix + path), int(m.group(1)))
+    return codes
+
+
+def test_success_statuses_are_the_specs_except_where_501_says_not_supported() -> None:
+    codes = spec_success_codes()
+    differ = [(r.method, r.path, codes[(r.method, r.path)], r.ok[0]) for r in all_routes(with_payment=True)
+              if (r.method, r.path) in codes and codes[(r.method, r.path)] != r.ok[0]]
+    assert differ and all(ours == 501 for *_, ours in differ)
+    assert {path.split("/")[1] for _, path, *_ in differ} == {"net-api", "payment-api"}
