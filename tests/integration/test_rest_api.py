@@ -57,11 +57,13 @@ class Api:
         assert got == status, (method, path, got, value)
         return value
 
-    def sse(self, path: str, timeout_s: float = 60.0) -> list[tuple[str, Any]]:
+    def sse(self, path: str, timeout_s: float = 60.0, last_event_id: int | None = None) -> list[tuple[str, Any]]:
         """The server-sent events of a stream until it ends: (event name, data)."""
         request = urllib.request.Request(self.base + path, method="GET")
         request.add_header("Authorization", f"Bearer {self.key}")
         request.add_header("Accept", "text/event-stream")
+        if last_event_id is not None:
+            request.add_header("Last-Event-Id", str(last_event_id))
         out: list[tuple[str, Any]] = []
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             assert response.status == 200
@@ -196,6 +198,9 @@ def test_a_requestor_runs_a_wasi_program_from_demand_to_results_over_http(
     finished = [e["kind"]["finished"] for _, e in events if "finished" in e["kind"]]
     assert [f["return_code"] for f in finished] == [0, 0]
     assert events[0][1]["kind"]["started"]["command"] == streamed[0]
+    # A client reconnecting with Last-Event-Id gets only the events after that one.
+    again = api.sse(f"{ACTIVITY}/activity/{activity_id}/exec/{batch2}", last_event_id=2)
+    assert [e for _, e in again] == [e for _, e in events[2:]]
     # A later poll of the same batch still answers JSON, cumulatively.
     assert [r["index"] for r in api.ok("GET", f"{ACTIVITY}/activity/{activity_id}/exec/{batch2}?timeout=5")] == [0, 1]
     # Usage flows back.
@@ -327,3 +332,64 @@ def test_every_served_operation_answers_garbage_with_a_4xx(lone: Api) -> None:
                         assert isinstance(answer, dict) and "message" in answer, (method, path, answer)
     assert seen > 500
     assert lone.node.alive()
+
+
+def test_a_provider_agent_over_http_negotiates_and_approves(testnet: Testnet) -> None:
+    """Both sides over REST: a provider's offer, its proposal events, a rejection, a counter, approval."""
+    p_node = testnet.add("seller", env=api_env())
+    r_node = testnet.add("buyer", env=api_env())
+    seller, buyer = Api(p_node, app_key(p_node)), Api(r_node, app_key(r_node))
+    offer_props = {"golem.runtime.name": "rest-test", "golem.node.debug.subnet": "public", "golem.inf.cpu.threads": 2}
+    offer_id = seller.ok("POST", f"{MARKET}/offers", {"properties": offer_props, "constraints": "(golem.node.debug.subnet=public)"}, 201)
+    assert [o["offerId"] for o in seller.ok("GET", f"{MARKET}/offers")] == [offer_id]
+
+    demand_props = {"golem.node.debug.subnet": "public", "golem.srv.comp.expiration": int(time.time() * 1000) + 3_600_000}
+    subs = [buyer.ok("POST", f"{MARKET}/demands", {"properties": {**demand_props, "n": i}, "constraints": "(golem.runtime.name=rest-test)"}, 201)
+            for i in range(2)]
+    counters = []
+    for sub in subs:
+        initial = wait_for("an Initial proposal", lambda: buyer.ok("GET", f"{MARKET}/demands/{sub}/events?timeout=2"), 30)
+        assert initial[0]["proposal"]["issuerId"] == p_node.node_id
+        counters.append(buyer.ok("POST", f"{MARKET}/demands/{sub}/proposals/{initial[0]['proposal']['proposalId']}",
+                                 {"properties": demand_props, "constraints": "()"}, 201))
+
+    # The seller hears both counters: rejects the first, counters the second.
+    heard: list[dict[str, Any]] = []
+    wait_for("both counters", lambda: heard.extend(seller.ok("GET", f"{MARKET}/offers/{offer_id}/events?timeout=2")) or len(heard) >= 2, 30)
+    by_id = {e["proposal"]["proposalId"]: e["proposal"] for e in heard if e["eventType"] == "ProposalEvent"}
+    rejected, answered = by_id[counters[0]], by_id[counters[1]]
+    assert rejected["issuerId"] == r_node.node_id and rejected["state"] == "Draft"
+    assert seller.ok("GET", f"{MARKET}/offers/{offer_id}/proposals/{rejected['proposalId']}")["proposalId"] == rejected["proposalId"]
+    seller.ok("POST", f"{MARKET}/offers/{offer_id}/proposals/{rejected['proposalId']}/reject", {"message": "not this one"}, 204)
+    ours = seller.ok("POST", f"{MARKET}/offers/{offer_id}/proposals/{answered['proposalId']}",
+                     {"properties": offer_props, "constraints": "()"}, 201)
+    gone = wait_for("the rejection", lambda: buyer.ok("GET", f"{MARKET}/demands/{subs[0]}/events?timeout=2"), 30)
+    assert gone[0]["eventType"] == "ProposalRejectedEvent" and gone[0]["proposalId"] == counters[0]
+    assert gone[0]["reason"]["message"] == "not this one"
+
+    draft = wait_for("the seller's counter", lambda: buyer.ok("GET", f"{MARKET}/demands/{subs[1]}/events?timeout=2"), 30)
+    assert draft[0]["proposal"]["proposalId"] == ours
+    valid_to = _iso(datetime.now(timezone.utc) + timedelta(minutes=10))
+    agreement_id = buyer.ok("POST", f"{MARKET}/agreements", {"proposalId": ours, "validTo": valid_to}, 201)
+    buyer.ok("POST", f"{MARKET}/agreements/{agreement_id}/confirm", status=204)
+    proposed = wait_for("an AgreementEvent", lambda: seller.ok("GET", f"{MARKET}/offers/{offer_id}/events?timeout=2"), 30)
+    assert proposed[0]["eventType"] == "AgreementEvent"
+    agreement = proposed[0]["agreement"]
+    assert agreement["agreementId"] == agreement_id and agreement["state"] == "Pending"
+    assert agreement["demand"]["requestorId"] == r_node.node_id and agreement["offer"]["properties"]["golem.runtime.name"] == "rest-test"
+    seller.ok("POST", f"{MARKET}/agreements/{agreement_id}/approve", status=204)
+    buyer.ok("POST", f"{MARKET}/agreements/{agreement_id}/wait?timeout=15", status=204)
+    assert [(e["eventType"]) for e in seller.ok("GET", f"{MARKET}/agreementEvents?timeout=1")] == ["AgreementApprovedEvent"]
+    [entry] = seller.ok("GET", f"{MARKET}/agreements")
+    assert entry["id"] == agreement_id and entry["role"] == "Provider" and "approvedDate" in entry
+
+    buyer.ok("POST", f"{MARKET}/agreements/{agreement_id}/terminate", {"message": "enough"}, 204)
+    ended = wait_for(
+        "the termination", lambda: [e for e in seller.ok("GET", f"{MARKET}/agreementEvents?timeout=1")
+                                    if e["eventType"] == "AgreementTerminatedEvent"], 30,
+    )
+    assert ended[0]["terminator"] == "Requestor" and ended[0]["reason"]["message"] == "enough"
+    # The seller may terminate too: a repeat on an ended agreement is a no-op.
+    seller.ok("POST", f"{MARKET}/agreements/{agreement_id}/terminate", {"message": "also"}, 204)
+    seller.ok("DELETE", f"{MARKET}/offers/{offer_id}", status=204)
+    assert seller.call("GET", f"{MARKET}/offers/{offer_id}/events?timeout=0")[0] == 404
