@@ -393,3 +393,56 @@ def test_a_provider_agent_over_http_negotiates_and_approves(testnet: Testnet) ->
     seller.ok("POST", f"{MARKET}/agreements/{agreement_id}/terminate", {"message": "also"}, 204)
     seller.ok("DELETE", f"{MARKET}/offers/{offer_id}", status=204)
     assert seller.call("GET", f"{MARKET}/offers/{offer_id}/events?timeout=0")[0] == 404
+
+
+def test_allocations_over_http_on_a_local_chain(testnet: Testnet, tmp_path: Path) -> None:
+    """What golem-core and yapapi send (empty amounts, a 10-year timeout) gets a full Allocation; amend, decorate, release."""
+    from tests.integration.payment_support import local_chain, payment_call, payment_env
+
+    with local_chain(tmp_path) as local:
+        node = testnet.add("payer", env=payment_env(local, **api_env()))
+        payment_call(node, "fund", amount="10", timeout_s=120)
+        api = Api(node, app_key(node))
+        [account] = api.ok("GET", "/payment-api/v1/requestorAccounts")
+        assert account == {"platform": "erc20-local-tglm", "address": node.node_id, "driver": "erc20", "network": "local",
+                           "token": "tglm", "send": True, "receive": False}
+        now = datetime.now(timezone.utc)
+        body = {
+            "allocationId": "", "address": node.node_id, "paymentPlatform": "erc20-local-tglm", "totalAmount": "2.5",
+            "spentAmount": "", "remainingAmount": "", "timestamp": _iso(now), "timeout": _iso(now + timedelta(days=3650)),
+            "makeDeposit": False,
+        }
+        created = wait_for("an allocation (once the balance is known)",
+                           lambda: (r := api.call("POST", "/payment-api/v1/allocations", body))[0] == 201 and r[1], 30)
+        assert created["totalAmount"] == "2.5" and created["spentAmount"] == "0" and created["remainingAmount"] == "2.5"
+        assert created["paymentPlatform"] == "erc20-local-tglm" and created["address"] == node.node_id and created["allocationId"]
+        allocation_id = created["allocationId"]
+        assert api.ok("GET", f"/payment-api/v1/allocations/{allocation_id}") == created
+        # The platform may also come as {driver, network, token}; more than the account holds is refused.
+        status, answer = api.call("POST", "/payment-api/v1/allocations",
+                                  {"totalAmount": "1000", "paymentPlatform": {"driver": "erc20", "network": "local"}})
+        assert status == 400 and "insufficient" in answer["message"]
+        for bad in ({"totalAmount": "-1"}, {"totalAmount": 5}, {"totalAmount": "1", "timeout": "never"},
+                    {"totalAmount": "1", "paymentPlatform": "erc20-nowhere-tglm"}, {"totalAmount": "1", "address": "0x" + "0" * 40}):
+            status, answer = api.call("POST", "/payment-api/v1/allocations", bad)
+            assert status == 400 and answer["message"], (bad, status, answer)
+        amended = api.ok("PUT", f"/payment-api/v1/allocations/{allocation_id}", {"totalAmount": "3"})
+        assert amended["totalAmount"] == "3" and amended["remainingAmount"] == "3"
+        decoration = api.ok("GET", f"/payment-api/v1/demandDecorations?allocationIds={allocation_id}")
+        props = {p["key"]: p["value"] for p in decoration["properties"]}
+        assert props["golem.com.payment.platform.erc20-local-tglm.address"] == node.node_id
+        assert decoration["constraints"] == ["(golem.com.payment.platform.erc20-local-tglm.address=*)"]
+        assert [a["allocationId"] for a in api.ok("GET", "/payment-api/v1/allocations")] == [allocation_id]
+        assert api.call("GET", "/payment-api/v1/demandDecorations?allocationIds=nope")[0] == 404
+        api.ok("DELETE", f"/payment-api/v1/allocations/{allocation_id}")
+        assert api.call("GET", f"/payment-api/v1/allocations/{allocation_id}")[0] == 404
+        assert api.call("DELETE", f"/payment-api/v1/allocations/{allocation_id}")[0] == 404
+        assert api.ok("GET", "/payment-api/v1/allocations") == []
+        # Documents that do not exist; acceptances that are malformed.
+        assert api.call("GET", "/payment-api/v1/invoices/nope")[0] == 404
+        assert api.call("POST", "/payment-api/v1/invoices/nope/accept", {"totalAmountAccepted": "1", "allocationId": "a"})[0] == 404
+        for bad in ({"totalAmountAccepted": "x", "allocationId": "a"}, {"totalAmountAccepted": "1"}, {}):
+            assert api.call("POST", "/payment-api/v1/debitNotes/nope/accept", bad)[0] == 400
+        assert api.call("POST", "/payment-api/v1/debitNotes/nope/reject",
+                        {"rejectionReason": "BAD", "totalAmountAccepted": "0"})[0] == 400
+        assert api.ok("GET", "/payment-api/v1/invoiceEvents?timeout=0") == []
