@@ -174,28 +174,46 @@ def make_payment_group(group_cls: type[click.Group], data_dir_option: Any, call:
     @click.option("--rpc", "rpc_url", default="http://127.0.0.1:8545", show_default=True, help="The local chain (anvil).")
     @click.option("--network", default="local", show_default=True, help="The network name to write.")
     @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                  help="The networks file to write (give it to nodes as [payment] networks_file).")  # fmt: skip
-    def deploy_local(rpc_url: str, network: str, out_path: Path) -> None:
+                  help="The networks file to write (give it to nodes as [payment] networks_file).")
+    @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                  help="Deploy with this key (hex), as planned by `python -m actors.payment.local_chain`; "
+                       "the addresses must come out as planned.")  # fmt: skip
+    @click.option("--wait", "wait_s", type=float, default=20.0, show_default=True, help="Seconds to wait for the chain to answer.")
+    def deploy_local(rpc_url: str, network: str, out_path: Path, key_file: Path | None, wait_s: float) -> None:
         """Deploy the test GLM token and the multi-transfer contract on a fresh local chain (anvil).
 
-        Needs no running node: a throw-away deployer key gets gas money through anvil's
-        anvil_setBalance. Writes a networks file with the addresses and the RPC URL.
+        Needs no running node: the deployer key (a throw-away one unless --key-file) gets gas
+        money through anvil's anvil_setBalance. Writes a networks file with the addresses and
+        the RPC URL.
         """
+        import time
+
         from eth_account import Account
 
         from actors.payment import chain as ch
+        from actors.payment.local_chain import create_address, write_networks_file
+        from protocol.errors import ChainError
 
         chain_id = 31337
         chain = ch.Chain([rpc_url], chain_id, timeout_s=10.0)
-        deployer = Account.create()
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                chain.call(lambda w3: w3.eth.block_number, "block number")
+                break
+            except ChainError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        deployer = Account.from_key(key_file.read_text().strip()) if key_file else Account.create()
         chain.call(lambda w3: w3.provider.make_request("anvil_setBalance", [deployer.address, hex(10**20)]), "fund deployer")
         token, multi = ch.deploy_contracts(chain, deployer.key)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(
-            "# Written by `loam payment deploy-local`: the contracts on this testnet's local chain.\n"
-            f"[networks.{network}]\nchain_id = {chain_id}\ntoken_address = \"{token}\"\n"
-            f"multi_transfer = \"{multi}\"\nrpc_urls = [\"{rpc_url}\"]\n"
-        )
+        if key_file is not None and (token, multi) != (create_address(deployer.address, 0), create_address(deployer.address, 1)):
+            raise ChainError(
+                f"the contracts landed at {token} and {multi}, not where they were planned: the deployer "
+                f"{deployer.address} had sent transactions on this chain before (use a fresh chain)"
+            )
+        write_networks_file(out_path, network=network, rpc_url=rpc_url, token=token, multi=multi)
         click.echo(json.dumps({"token_address": token, "multi_transfer": multi, "rpc_url": rpc_url, "networks_file": str(out_path)}))
 
     return group

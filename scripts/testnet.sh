@@ -38,7 +38,8 @@ CONVERGE_TIMEOUT_S="${LOAM_CONVERGE_TIMEOUT_S:-60}"
 DEMO_TIMEOUT_S="${LOAM_DEMO_TIMEOUT_S:-30}"
 DEMO_TOPIC=demo
 # node-0 is the requestor; the others sell compute (wasmtime) with their provider agents.
-PROVIDER_ENV=(LOAM_PROVIDER__ENABLED=true LOAM_PROVIDER__MAX_AGREEMENTS=4 LOAM_PROVIDER__PAYMENT_NETWORK=local)
+# One agreement at a time: a provider sells its one core to one activity (others go elsewhere).
+PROVIDER_ENV=(LOAM_PROVIDER__ENABLED=true LOAM_PROVIDER__MAX_AGREEMENTS=1 LOAM_PROVIDER__PAYMENT_NETWORK=local)
 # Every node pays and is paid on the testnet's own chain (anvil), with the contracts that
 # `up` deploys there; the driver works in short cycles so that the demo sees its payment.
 ANVIL="$REPO/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
@@ -101,6 +102,8 @@ node_host() { if [[ -n "$HOSTS_MODE" ]]; then printf '%s.%s\n' "$HOSTS_NET" "$((
 node_netns() { printf 'loam-node-%s\n' "$1"; }
 node_veth() { printf 'loam-v%s\n' "$1"; }
 node_api_port() { printf '%s\n' "$((API_BASE_PORT + $1))"; }
+# Prometheus metrics of node I: /metrics on the API base port + 50 + I.
+node_metrics_port() { printf '%s\n' "$((API_BASE_PORT + 50 + $1))"; }
 
 set_dir() {
     mkdir -p "$1"
@@ -282,6 +285,7 @@ start_node() {
         --api-port "$(node_api_port "$i")" --name "$(node_name "$i")" --quiet)
     local env_args=()
     mapfile -t env_args < <(payment_env)
+    env_args+=("LOAM_METRICS__PORT=$(node_metrics_port "$i")")
     if ((i > 0)); then
         args+=(--bootstrap "$contact")
         env_args+=("${PROVIDER_ENV[@]}")
@@ -396,19 +400,18 @@ up_chain() {
         bash "$REPO/scripts/setup.sh" anvil || true
     fi
     [[ -x "$ANVIL" ]] || die "anvil is not installed: run scripts/setup.sh anvil"
-    local url="http://$(service_host):$(chain_port)"
+    local url="http://$(service_host):$(chain_port)" plan
     (exec setsid "$ANVIL" --silent --host "$(service_host)" --port "$(chain_port)" >"$TESTNET_DIR/anvil.log" 2>&1) &
     printf '%s\n' "$!" >"$TESTNET_DIR/anvil.pid"
-    local deadline=$((SECONDS + 20)) out
-    until out="$("$LOAM" payment deploy-local --rpc "$url" --out "$TESTNET_DIR/networks.toml" 2>&1)"; do
-        if ((SECONDS >= deadline)) || ! kill -0 "$(cat "$TESTNET_DIR/anvil.pid")" 2>/dev/null; then
-            down_chain >/dev/null || true
-            die "could not deploy the contracts on anvil at $url: ${out##*$'\n'}"
-        fi
-        sleep 0.2
-    done
-    info "chain: anvil at $url (pid $(cat "$TESTNET_DIR/anvil.pid")); test GLM $(json_eval 'd["token_address"]' <(printf '%s' "$out")), multi-transfer $(json_eval 'd["multi_transfer"]' <(printf '%s' "$out"))"
+    # The contracts' addresses follow from a fresh deployer key, so the networks file is
+    # written now and the nodes start while the deploy runs (`fund` waits for it).
+    plan="$("$PY" -m actors.payment.local_chain --dir "$TESTNET_DIR" --rpc "$url")" || die "could not plan the contracts"
+    "$LOAM" payment deploy-local --rpc "$url" --out "$TESTNET_DIR/networks.toml" --key-file "$TESTNET_DIR/deployer.key" \
+        >"$TESTNET_DIR/deploy.json" 2>"$TESTNET_DIR/deploy.log" &
+    DEPLOY_PID=$!
+    info "chain: anvil at $url (pid $(cat "$TESTNET_DIR/anvil.pid")); deploying test GLM to $(json_eval 'd["token_address"]' <(printf '%s' "$plan")), multi-transfer to $(json_eval 'd["multi_transfer"]' <(printf '%s' "$plan"))"
 }
+DEPLOY_PID=""
 
 down_chain() {
     local pid_file="$TESTNET_DIR/anvil.pid" pid
@@ -425,6 +428,9 @@ down_chain() {
 # key for its REST API (`env` prints it).
 up_fund() {
     local out
+    if [[ -n "$DEPLOY_PID" ]] && ! wait "$DEPLOY_PID"; then
+        die "deploying the contracts on anvil failed: $(tail -n 3 "$TESTNET_DIR/deploy.log")"
+    fi
     out="$("$LOAM" payment fund --data-dir "$(node_dir 0)" --amount 1000 --json)" || die "could not fund node-0 with test GLM"
     info "node-0 funded: $(json_eval 'd["token_glm"]' <(printf '%s' "$out")) test GLM on $(json_eval 'd["platform"]' <(printf '%s' "$out"))"
     if [[ ! -s "$TESTNET_DIR/appkey" ]]; then
