@@ -334,7 +334,9 @@ class RequestorLedger:
         if view.agreement_id != tracked.agreement_id:
             return None
         usage = list(view.usage) or [0.0] * len(tracked.terms.usage_vector)
-        # The provider's counters run on while its update travels: allow the time since.
+        # The provider's counters run on while its update travels: allow the time since, but
+        # never past now: the document's own date (the issuer's word) cannot stretch it.
+        at_ms = min(at_ms, now_ms())
         lag_s = max(0.0, (at_ms - (view.usage_ms or at_ms)) / 1000.0) + 2.0
         for i, name in enumerate(tracked.terms.usage_vector[: len(usage)]):
             if name == "golem.usage.duration_sec":
