@@ -345,3 +345,18 @@ def test_an_allocation_beyond_the_accounts_balance_is_refused(scene: Scene) -> N
         payment_call(scene.requestor, "create_allocation", amount="-1")
     assert [a for a in payment_call(scene.requestor, "allocations") if a["total_glm"] == "1000"] == []
     assert_nothing_paid(scene)
+
+
+def test_a_debit_note_dated_in_the_future_cannot_stretch_the_usage_seen(scene: Scene, as_provider: LiveAttacker) -> None:
+    # The requestor allows for usage since its last update, up to the note's date: a note dated
+    # a day ahead must not make a day of usage look seen.
+    day_ms = 86_400_000
+    unsigned = dataclasses.replace(scene.note(3600.0), timestamp_ms=now_ms() + day_ms, signature=b"")
+    ahead = unsigned.signed(scene.provider_key)
+    _send(as_provider, ahead)
+    rejected = _reply(as_provider, ahead.debit_note_id, DocumentRejected)
+    assert rejected.reason == "IncorrectAmount"
+    assert f"asks {scene.price(3600.0)} wei, the usage seen prices at" in rejected.message
+    assert _documents(scene, "debit_note")[ahead.debit_note_id]["status"] == "Rejected"
+    assert_nothing_paid(scene)
+    assert_still_accepting(scene, as_provider)
