@@ -22,10 +22,13 @@ __all__ = [
     "require_object",
     "optional_str",
     "MAX_POLL_S",
+    "MAX_JSON_DEPTH",
 ]
 
 # A long poll holds a worker thread; the spec leaves the maximum to the server.
 MAX_POLL_S = 60.0
+# Deep enough for any Golem body (an exe-script's capture spec is 5 levels); deeper is an attack.
+MAX_JSON_DEPTH = 32
 _CAPTURE_FORMATS = ("string", "binary", "str", "bin")
 
 
@@ -40,9 +43,37 @@ def parse_json(raw: bytes, *, required: bool = True) -> Any:
             raise ApiError(400, "the request needs a JSON body")
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, though Python's parser takes them.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a JSON value (iteratively: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def require_object(value: Any, what: str) -> dict[str, Any]:
@@ -181,9 +212,9 @@ def exe_script(body: Any) -> list[dict[str, Any]]:
     if not isinstance(text, str):
         raise ApiError(400, f"the exe-script request needs text, a string holding the ExeScript JSON (got {_json_type(text)})")
     try:
-        commands = json.loads(text)
-    except ValueError as exc:
-        raise ApiError(400, f"the exe-script text is not JSON: {exc}") from None
+        commands = parse_json(text.encode("utf-8", "surrogatepass"))
+    except ApiError as exc:
+        raise ApiError(400, f"the exe-script text: {exc.message}") from None
     if not isinstance(commands, list) or not commands:
         raise ApiError(400, "an exe-script is a non-empty JSON array of commands")
     if len(commands) > 1000:

@@ -261,6 +261,9 @@ def test_bad_input_gets_a_4xx_with_a_message_never_a_500(lone: Api) -> None:
     cases: list[tuple[str, str, Any, bytes | None, int]] = [
         ("POST", f"{MARKET}/demands", None, b"{not json", 400),
         ("POST", f"{MARKET}/demands", None, b"", 400),
+        ("POST", f"{MARKET}/demands", None, b"[" * 200_000, 400),
+        ("POST", f"{MARKET}/demands", None, b'{"properties": {"a": NaN}, "constraints": "()"}', 400),
+        ("POST", f"{ACTIVITY}/activity/a1/exec", {"text": "[" * 50_000}, None, 400),
         ("POST", f"{MARKET}/demands", [1, 2], None, 400),
         ("POST", f"{MARKET}/demands", {"properties": "x", "constraints": "()"}, None, 400),
         ("POST", f"{MARKET}/demands", {"properties": {}, "constraints": 5}, None, 400),

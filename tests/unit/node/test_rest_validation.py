@@ -33,6 +33,11 @@ def test_bodies_that_are_not_json_are_400() -> None:
     _bad(parse_json, b"", match="needs a JSON body")
     _bad(parse_json, b"{nope", match="not JSON")
     _bad(parse_json, b"\xff\xfe", match="not JSON")
+    _bad(parse_json, b"[" * 100_000 + b"]" * 100_000, match="nests deeper")
+    _bad(parse_json, b'{"a":' * 40 + b"1" + b"}" * 40, match="nests deeper")
+    assert parse_json(b'{"a":' * 20 + b"1" + b"}" * 20)
+    _bad(parse_json, b'{"properties": {"x": NaN}}', match="NaN is not a JSON value")
+    _bad(parse_json, b"[Infinity]", match="not JSON")
 
 
 def test_a_demand_needs_object_properties_and_string_constraints() -> None:
@@ -118,6 +123,7 @@ def test_malformed_exe_scripts_name_the_command_and_the_problem(commands: Any, m
 def test_an_exe_script_request_needs_its_text() -> None:
     _bad(exe_script, {"script": []}, match="text")
     _bad(exe_script, {"text": "[1,"}, match="not JSON")
+    _bad(exe_script, {"text": "[" * 10_000}, match="exe-script text")
     _bad(exe_script, "[]", match="JSON object")
 
 
