@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -42,38 +43,38 @@ def parse_json(raw: bytes, *, required: bool = True) -> Any:
         if required:
             raise ApiError(400, "the request needs a JSON body")
         return None
+    # Checked before parsing: the node runs with a recursion limit of 100 000 (py_ecc raises
+    # it on import), so the C parser would recurse on a deep body until the thread's stack
+    # overflows and the process dies.
+    _check_nesting(raw)
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        return json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
-    return value
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+_MAX_CONTAINERS = 10_000
+
+
+def _check_nesting(raw: bytes) -> None:
+    """400 when arrays and objects (outside strings) nest deeper than MAX_JSON_DEPTH or number too many."""
+    structure = _STRING.sub(b'""', raw)
+    if structure.count(b"[") + structure.count(b"{") > _MAX_CONTAINERS:
+        raise ApiError(400, f"the request body holds more than {_MAX_CONTAINERS} arrays and objects")
+    depth = 0
+    for m in _BRACKET.finditer(structure):
+        depth += 1 if m.group() in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _no_constant(name: str) -> Any:
     # NaN and Infinity are not JSON, though Python's parser takes them.
     raise ValueError(f"{name} is not a JSON value")
-
-
-def _depth(value: Any) -> int:
-    """How deeply arrays and objects nest in a JSON value (iteratively: no recursion to exhaust)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level)
-        if deepest > MAX_JSON_DEPTH:
-            return deepest
-        stack.extend((child, level + 1) for child in children)
-    return deepest
 
 
 def require_object(value: Any, what: str) -> dict[str, Any]:

@@ -307,6 +307,7 @@ def test_bad_input_gets_a_4xx_with_a_message_never_a_500(lone: Api) -> None:
         status, answer = lone.call(method, path, body, raw=raw)
         assert status == expected, (method, path, body, raw, status, answer)
         assert isinstance(answer, dict) and isinstance(answer.get("message"), str) and answer["message"], answer
+    assert lone.node.alive(), "a deeply nested body must not take the node down"
 
     # A demand that ends: its events are 404 afterwards.
     sub = lone.ok("POST", f"{MARKET}/demands", {"properties": {"golem.node.debug.subnet": "public"}, "constraints": "()"}, 201)

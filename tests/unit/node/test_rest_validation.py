@@ -33,7 +33,9 @@ def test_bodies_that_are_not_json_are_400() -> None:
     _bad(parse_json, b"", match="needs a JSON body")
     _bad(parse_json, b"{nope", match="not JSON")
     _bad(parse_json, b"\xff\xfe", match="not JSON")
-    _bad(parse_json, b"[" * 100_000 + b"]" * 100_000, match="nests deeper")
+    _bad(parse_json, b"[" * 100_000 + b"]" * 100_000, match="more than 10000 arrays")
+    _bad(parse_json, b"[" * 40 + b"]" * 40, match="nests deeper")
+    assert parse_json(json.dumps({"text": "[" * 1000}).encode()) == {"text": "[" * 1000}  # inside a string: no nesting
     _bad(parse_json, b'{"a":' * 40 + b"1" + b"}" * 40, match="nests deeper")
     assert parse_json(b'{"a":' * 20 + b"1" + b"}" * 20)
     _bad(parse_json, b'{"properties": {"x": NaN}}', match="NaN is not a JSON value")
