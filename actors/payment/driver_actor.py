@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from actors.base import FailureHandler, LoamActor, Ticker
-from actors.payment import chain as ch
-from actors.payment.driver import PaymentDriver
 from actors.payment.driver_store import DriverStore
-from node.settings import NETWORKS_PATH
+from actors.payment.messages import (
+    BalanceUpdate,
+    PaymentsSettled,
+    PaymentVerified,
+    SchedulePayment,
+    VerifyPayment,
+    WatchBalance,
+    network_paths,
+    split_platform,
+)
+from actors.payment.networks import Network, load_network_layers
 from protocol.errors import ChainError, PaymentError, SettingsError
 
 if TYPE_CHECKING:
     import sqlite3
 
+    from actors.payment import chain as ch
+    from actors.payment.driver import PaymentDriver
     from node.settings import Settings
     from protocol.identity import Identity
 
@@ -28,82 +37,12 @@ __all__ = [
     "PaymentVerified",
     "PaymentsSettled",
     "BalanceUpdate",
+    "WatchBalance",
     "network_paths",
     "split_platform",
 ]
 
 _ETH = 10**18
-
-
-def network_paths(settings: Settings) -> list[Path]:
-    """The networks files a node reads: the shipped one, then its own (networks_file or <data dir>/networks.toml)."""
-    paths = [NETWORKS_PATH]
-    own = settings.payment.networks_file
-    extra = Path(settings.data_dir) / (own or "networks.toml")
-    if own or extra.exists():
-        paths.append(extra)
-    return paths
-
-
-def split_platform(platform: str) -> tuple[str, str, str]:
-    """``erc20-holesky-tglm`` as ``("erc20", "holesky", "tglm")``.
-
-    Raises:
-        PaymentError: not a platform name of that shape.
-    """
-    parts = platform.split("-") if isinstance(platform, str) else []
-    if len(parts) != 3 or not all(parts):
-        raise PaymentError(f"{platform!r} is not a payment platform (erc20-<network>-<token>)")
-    return parts[0], parts[1], parts[2]
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulePayment:
-    """Ledger → driver: pay this (idempotent by payment id)."""
-
-    payment_id: str
-    platform: str
-    payee_address: str
-    amount_wei: int
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyPayment:
-    """Ledger → driver: how much did tx_hash move from payer to payee on the platform's token?"""
-
-    payment_id: str
-    platform: str
-    tx_hash: str
-    payer_address: str
-    payee_address: str
-    reply_to: pykka.ActorRef
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentVerified:
-    """Driver → ledger: the answer to VerifyPayment; amount None while unconfirmed, or with an error."""
-
-    payment_id: str
-    tx_hash: str
-    transferred_wei: int | None
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentsSettled:
-    """Driver → ledger: payments that reached a final status: (payment_id, "confirmed"|"failed", tx_hash)."""
-
-    settled: tuple[tuple[str, str, str | None], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BalanceUpdate:
-    """Driver → ledger: the node's token and gas balance on a platform (None: unknown, chain unreachable)."""
-
-    platform: str
-    address: str
-    token_wei: int | None
-    gas_wei: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +64,7 @@ class PaymentDriverActor(LoamActor):
         self._cfg = settings.payment
         self._settings = settings
         self._store = DriverStore(conn)
-        self._networks: dict[str, ch.Network] = {}
+        self._networks: dict[str, Network] = {}
         self._chains: dict[str, ch.Chain] = {}
         self._drivers: dict[str, PaymentDriver] = {}
         self._approved: set[str] = set()
@@ -136,7 +75,7 @@ class PaymentDriverActor(LoamActor):
 
     def start_up(self) -> None:
         try:
-            self._networks = ch.load_network_layers(network_paths(self._settings))
+            self._networks = load_network_layers(network_paths(self._settings))
         except SettingsError as exc:
             # A broken networks file must not stop the node: payments say why they cannot run.
             self._log.error("payment_networks_unreadable", error=str(exc))
@@ -152,13 +91,15 @@ class PaymentDriverActor(LoamActor):
         """Where to report settled payments and balances (of these platforms) to."""
         self._ledger = ledger
         self._watch.update(platforms)
+        for platform in platforms:
+            self._send_balance(platform)  # now, not a cycle later: a requestor allocates soon after start
         self._reported_ms = 0  # report everything final once more: the ledger ignores what it knows
 
-    def networks(self) -> list[ch.Network]:
+    def networks(self) -> list[Network]:
         """The payment networks this node knows."""
         return list(self._networks.values())
 
-    def network(self, platform: str) -> ch.Network:
+    def network(self, platform: str) -> Network:
         """The network of a platform.
 
         Raises:
@@ -193,11 +134,18 @@ class PaymentDriverActor(LoamActor):
                 self._schedule(message)
             elif isinstance(message, VerifyPayment):
                 self._verify(message)
+            elif isinstance(message, WatchBalance):
+                self._watch.add(message.platform)
+                self._send_balance(message.platform)
         except (PaymentError, ChainError, ValueError) as exc:
             self._log.warning("driver_step_failed", error=str(exc)[:300])
         return None
 
     def _chain(self, platform: str) -> ch.Chain:
+        from actors.payment import (
+            chain as ch,  # web3: imported on first use, not at the node's start
+        )
+
         net = self.network(platform)
         chain = self._chains.get(net.name)
         if chain is None:
@@ -206,6 +154,8 @@ class PaymentDriverActor(LoamActor):
         return chain
 
     def _driver(self, platform: str) -> PaymentDriver:
+        from actors.payment.driver import PaymentDriver  # web3, on first use
+
         driver = self._drivers.get(platform)
         if driver is None:
             net = self.network(platform)
@@ -224,6 +174,10 @@ class PaymentDriverActor(LoamActor):
 
     def _ensure_allowance(self, platform: str) -> None:
         """The multi-transfer contract may move our tokens (approved once, for everything)."""
+        from actors.payment import (
+            chain as ch,  # web3: imported on first use, not at the node's start
+        )
+
         if platform in self._approved:
             return
         net = self.network(platform)
@@ -273,6 +227,10 @@ class PaymentDriverActor(LoamActor):
         Raises:
             PaymentError, ChainError.
         """
+        from actors.payment import (
+            chain as ch,  # web3: imported on first use, not at the node's start
+        )
+
         chain = self._chain(platform)
         owner = address or self._identity.node_id
         token = ch.balance_of(chain, self.network(platform).token_address or "", owner)
@@ -290,6 +248,10 @@ class PaymentDriverActor(LoamActor):
         Raises:
             PaymentError: not a test network, or a bad amount. ChainError: the chain refused.
         """
+        from actors.payment import (
+            chain as ch,  # web3: imported on first use, not at the node's start
+        )
+
         net = self.network(platform)
         if not net.testnet:
             raise PaymentError(f"payment platform {platform} pays in real GLM: `fund` only mints test tokens")
@@ -321,6 +283,10 @@ class PaymentDriverActor(LoamActor):
 
     def _transferred(self, msg: VerifyPayment) -> int | None:
         """Token moved from payer to payee by the transaction, once it has its confirmations; None before."""
+        from actors.payment import (
+            chain as ch,  # web3: imported on first use, not at the node's start
+        )
+
         net = self.network(msg.platform)
         chain = self._chain(msg.platform)
         r = ch.receipt(chain, msg.tx_hash)

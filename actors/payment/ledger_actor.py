@@ -12,8 +12,10 @@ import pykka
 from actors.base import FailureHandler, LoamActor, Ticker
 from actors.market.events import MarketError
 from actors.net.actor import Received
-from actors.payment import chain as ch
-from actors.payment.driver_actor import (
+from actors.payment.events import ActivityUsage, PaymentEvent, PaymentEventLog
+from actors.payment.ledger import Tolerance
+from actors.payment.ledger_store import DocumentRecord, LedgerStore, PaymentRecord
+from actors.payment.messages import (
     BalanceUpdate,
     PaymentsSettled,
     PaymentVerified,
@@ -21,13 +23,16 @@ from actors.payment.driver_actor import (
     network_paths,
     split_platform,
 )
-from actors.payment.events import ActivityUsage, PaymentEvent, PaymentEventLog
-from actors.payment.ledger import Tolerance
-from actors.payment.ledger_store import DocumentRecord, LedgerStore, PaymentRecord
+from actors.payment.networks import Network, load_network_layers
 from actors.payment.provider import ProviderLedger
 from actors.payment.requestor import RequestorLedger
 from actors.payment.tracking_store import ScheduledPayment, TrackingStore
-from protocol.errors import PaymentError, PaymentNotFoundError, ProtocolError, SettingsError
+from protocol.errors import (
+    PaymentError,
+    PaymentNotFoundError,
+    ProtocolError,
+    SettingsError,
+)
 from protocol.payment import (
     DEBIT_NOTE,
     INVOICE,
@@ -101,7 +106,7 @@ class PaymentLedgerActor(RequestorLedger, ProviderLedger, LoamActor):
         self._track = TrackingStore(conn)
         self._events = PaymentEventLog()
         self._tolerance = Tolerance(relative=self._cfg.tolerance_percent / 100.0)
-        self._networks: dict[str, ch.Network] = {}
+        self._networks: dict[str, Network] = {}
         self._balances: dict[str, BalanceUpdate] = {}
         self._sent_ms: dict[str, int] = {}  # document/payment id -> when we last (re-)sent it
         self._resend_s: dict[str, float] = {}  # its current back-off
@@ -113,7 +118,7 @@ class PaymentLedgerActor(RequestorLedger, ProviderLedger, LoamActor):
 
     def start_up(self) -> None:
         try:
-            self._networks = ch.load_network_layers(network_paths(self._settings))
+            self._networks = load_network_layers(network_paths(self._settings))
         except SettingsError as exc:
             self._log.error("payment_networks_unreadable", error=str(exc))
         # The activity actor starts empty: activities from before a restart are gone, and
@@ -122,7 +127,10 @@ class PaymentLedgerActor(RequestorLedger, ProviderLedger, LoamActor):
         for act in self._track.activities(running=True):
             self._track.save_activity(dataclasses.replace(act, ended=True, updated_ms=now))
         self._net.subscribe("payment.", self.actor_ref).get(timeout=self._ask_s)
-        self._driver.attach_ledger(self.actor_ref, [self.default_platform()])
+        # A requestor node wants its balance from the start (clients allocate at once); a
+        # provider asks for none, so its node never loads web3 before a payment arrives.
+        watch = [] if self._settings.provider.enabled else [self.default_platform()]
+        self._driver.attach_ledger(self.actor_ref, watch)
         # Payments recorded but perhaps never handed over (a crash in between): hand them
         # over again; the driver knows each id and ignores what it already has.
         for p in self._track.scheduled_payments(status="scheduled"):

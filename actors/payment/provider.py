@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from actors.market.events import MarketError
-from actors.payment.driver_actor import PaymentVerified, VerifyPayment
 from actors.payment.events import ActivityUsage
 from actors.payment.ledger import amount_due_wei
 from actors.payment.ledger_store import ACCEPTED_STATUSES, DocumentRecord, PaymentRecord
+from actors.payment.messages import PaymentVerified, VerifyPayment
 from actors.payment.requestor import FINAL_AGREEMENT_STATES, now_ms
 from actors.payment.terms import read_terms
 from actors.payment.tracking_store import TrackedActivity, TrackedAgreement

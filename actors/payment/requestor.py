@@ -8,10 +8,22 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from actors.market.events import MarketError
-from actors.payment import chain as ch
-from actors.payment.driver_actor import PaymentsSettled, SchedulePayment, split_platform
-from actors.payment.ledger import Allocation, PaymentTerms, Verdict, amount_due_wei, check_debit_note, check_invoice
+from actors.payment.ledger import (
+    Allocation,
+    PaymentTerms,
+    Verdict,
+    amount_due_wei,
+    check_debit_note,
+    check_invoice,
+)
 from actors.payment.ledger_store import ACCEPTED_STATUSES, DocumentRecord, PaymentRecord
+from actors.payment.messages import (
+    PaymentsSettled,
+    SchedulePayment,
+    WatchBalance,
+    split_platform,
+)
+from actors.payment.networks import Network
 from actors.payment.terms import read_terms
 from actors.payment.tracking_store import ScheduledPayment, TrackedAgreement
 from protocol.errors import AllocationError, PaymentError, PaymentNotFoundError
@@ -77,7 +89,7 @@ class RequestorLedger:
         self._log.info("allocation_created", allocation_id=a.allocation_id, platform=platform, total_wei=str(total_wei))
         return a
 
-    def _check_platform(self, platform: str, error: type[PaymentError]) -> ch.Network:
+    def _check_platform(self, platform: str, error: type[PaymentError]) -> Network:
         try:
             _, name, token = split_platform(platform)
         except PaymentError as exc:
@@ -91,6 +103,7 @@ class RequestorLedger:
     def _check_funds(self, platform: str, total_wei: int) -> None:
         bal = self._balances.get(platform)
         if bal is None or bal.token_wei is None:
+            self._driver_ref.tell(WatchBalance(platform))  # known shortly: the driver reports it
             raise AllocationError(
                 f"the balance of {self.node_id} on {platform} is not known yet (is the chain reachable?); try again shortly"
             )
