@@ -792,10 +792,12 @@ def package_cmd(entries: tuple[str, ...], mounts: tuple[str, ...], out: Path, ur
 @click.option("--budget", "budget_glm", default="5", show_default=True, help="GLM to allocate for the run (when the node runs payments).")
 @click.option("--wait-payment", "wait_payment_s", type=float, default=0.0, show_default=True,
               help="Seconds to wait for the invoice to be settled on the chain (0: do not wait).")
+@click.option("--no-payment", "no_payment", is_flag=True,
+              help="Make no allocation: the provider's documents wait as Received for `loam payment` decisions.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON list.")
 def run_cmd(
     data_dir: Path, runtime: str, package: str, script_file: Path, constraints: str, timeout_s: float, budget_glm: str,
-    wait_payment_s: float, as_json: bool,
+    wait_payment_s: float, no_payment: bool, as_json: bool,
 ) -> None:
     """Run an exe-script on a provider: demand, agreement, activity, results, and clean up.
 
@@ -810,7 +812,7 @@ def run_cmd(
     say = (lambda _text: None) if as_json else (lambda text: click.echo(text, err=True))
     results = run_script(
         data_dir, runtime, package, script, constraints=constraints, timeout_s=timeout_s, budget_glm=budget_glm,
-        wait_payment_s=wait_payment_s, say=say,
+        wait_payment_s=wait_payment_s, pay=not no_payment, say=say,
     )
     if as_json:
         click.echo(json.dumps(_jsonable(results), indent=2))

@@ -31,11 +31,12 @@ def run_script(
     timeout_s: float = 120.0,
     budget_glm: str = "5",
     wait_payment_s: float = 0.0,
+    pay: bool = True,
     say: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Run script on a provider of runtime; returns the results (plain dicts).
 
-    With payments enabled on the node, the work is paid from a new allocation of budget_glm:
+    With payments enabled on the node (and pay), the work is paid from a new allocation of budget_glm:
     debit notes and the invoice are checked and accepted automatically, and with
     wait_payment_s > 0 it waits that long for the invoice to be settled on the chain.
 
@@ -49,7 +50,7 @@ def run_script(
 
     me = client.call(NetStatusRequest()).node_id
     now_ms = int(time.time() * 1000)
-    allocation = _allocate(call, platform, budget_glm, say)
+    allocation = _allocate(call, platform, budget_glm, say) if pay else None
     if allocation is not None:
         platform = allocation["platform"]
     platform = platform or "erc20-holesky-tglm"

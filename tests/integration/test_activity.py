@@ -298,7 +298,7 @@ def test_loam_run_takes_a_script_from_demand_to_results_and_cleans_up(pair: tupl
     script.write_text(json.dumps([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "hello", "args": ["via", "cli"]}}]))
     proc = subprocess.run(
         [sys.executable, "-m", "node.cli", "run", "--data-dir", str(requestor.data_dir), "--package", package,
-         "--script", str(script), "--json"],
+         "--script", str(script), "--json", "--no-payment"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
