@@ -203,6 +203,9 @@ def main() -> None:
                     problems.append(f"payment transaction {h} has no successful receipt")
                 else:
                     gas += r.gas_used
+            for h, _ in others:  # a reverted transaction that was mined cost gas too
+                r = ch.receipt(chain, h)
+                gas += r.gas_used if r is not None else 0
             paid_total = int(payment_call(requestor, "status")["paid_wei"])
             if paid_total != sum(by_provider.values()):
                 problems.append(f"the requestor's books say {paid_total} wei paid, the invoices {sum(by_provider.values())}")

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from protocol.codec import Message
 from protocol.errors import ControlError
 from protocol.identity import Identity
 from protocol.net import Heartbeat
-from protocol.payment import DebitNote, DocumentAccepted, DocumentAck, DocumentRejected, Invoice, make_debit_note, make_invoice
+from protocol.payment import DebitNote, DocumentAccepted, DocumentAck, DocumentRejected, make_debit_note, make_invoice
 from tests.integration.harness import NodeProcess, Testnet, market_call, wait_for
 from tests.integration.payment_support import (
     PLATFORM,
