@@ -219,8 +219,19 @@ class _Run:
                 if not healthy:
                     return
         finally:
+            if not healthy:
+                golem.blocked.add(provider)
+            # Shielded: when the run ends while a dead provider keeps destroy waiting, the
+            # agreement is still terminated (and as failed) rather than left to close().
+            await asyncio.shield(self._end(activity, agreement, healthy))
+
+    async def _end(self, activity: Activity, agreement: Agreement, healthy: bool) -> None:
+        if healthy:
             await activity.destroy()
-            await golem.terminate(agreement, "done" if healthy else "its activity failed", failed=not healthy)
+            await self.golem.terminate(agreement, "done")
+        else:  # the provider may be gone: do not let its destroy hold the termination up
+            await self.golem.terminate(agreement, "its activity failed", failed=True)
+            await activity.destroy()
 
     async def _run_one(self, activity: Activity, task: Task[Any]) -> bool:
         """Run a task once; True when the activity is still fit for more."""

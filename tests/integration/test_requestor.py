@@ -1,0 +1,250 @@
+"""The requestor library end to end: a requestor node on anvil, wasmtime providers, all through the REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from requestor import (
+    ApiError,
+    ConfigurationError,
+    Golem,
+    Prices,
+    Resources,
+    Script,
+    WasmPackage,
+    WorkContext,
+)
+from requestor.errors import CommandError
+from tests.integration.harness import REPO, NodeProcess, Testnet, free_port, wait_for
+from tests.integration.payment_support import (
+    LocalChain,
+    local_chain,
+    payment_call,
+    payment_env,
+    provider_env,
+    token_balance,
+    wasm_package,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Net:
+    """A funded requestor serving its REST API, providers, the chain and the package."""
+
+    testnet: Testnet
+    local: LocalChain
+    requestor: NodeProcess
+    providers: list[NodeProcess]
+    package: str
+    api_url: str
+    key: str
+    www: Path
+
+    def golem(self, **kw: Any) -> Golem:
+        kw.setdefault("budget", "10")
+        kw.setdefault("invoice_wait_s", 60.0)
+        return Golem(
+            app_key=self.key, api_url=self.api_url, payment_network="local", data_dir=self.requestor.data_dir,
+            progress=False, **kw,
+        )  # fmt: skip
+
+
+def app_key(node: NodeProcess, name: str = "requestor-lib") -> str:
+    """A new app-key, made with the CLI."""
+    done = subprocess.run(
+        [sys.executable, "-m", "node.cli", "app-key", "create", "--data-dir", str(node.data_dir), name],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def net(testnet: Testnet, tmp_path: Path) -> Iterator[Net]:
+    with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
+        requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
+        providers = [testnet.add(f"provider-{i}", env=provider_env(local)) for i in range(3)]
+        payment_call(requestor, "fund", amount="100", timeout_s=90)
+        wait_for("three offers", lambda: len(requestor.market("known_offers")) >= 3, 60)
+        api_url = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+        yield Net(testnet, local, requestor, providers, package, api_url, app_key(requestor), tmp_path / "www")
+
+
+async def hello(ctx: WorkContext, name: str) -> str:
+    script = ctx.script()
+    out = script.run("hello", name)
+    await ctx.run(script)
+    return out.stdout.strip()
+
+
+def test_many_tasks_with_files_run_across_providers_and_are_paid_on_chain(net: Net, tmp_path: Path) -> None:
+    inputs = []
+    for i in range(8):
+        path = tmp_path / f"in-{i}.txt"
+        path.write_text(" ".join(["word"] * (i + 1)) + "\n")
+        inputs.append(path)
+    before = {p.node_id: token_balance(net.local, p.node_id) for p in net.providers}
+
+    async def count(ctx: WorkContext, path: Path) -> dict[str, Any]:
+        script = ctx.script()
+        script.send_file(path, "/input/data.txt")
+        words = script.run("wc", "/input/data.txt")
+        await ctx.run(script)
+        return {"words": int(words.stdout.split()[1]), "provider": ctx.provider_id}
+
+    async def main() -> tuple[list[Any], Golem]:
+        async with net.golem() as golem:
+            tasks = [t async for t in golem.execute_tasks(count, inputs, payload=WasmPackage(net.package), max_workers=3,
+                                                          timeout_s=60)]  # fmt: skip
+        return tasks, golem
+
+    tasks, golem = asyncio.run(main())
+    assert sorted(t.index for t in tasks) == list(range(8))
+    assert all(t.status == "done" for t in tasks), [t.error for t in tasks]
+    assert {t.index: t.result["words"] for t in tasks} == {i: i + 1 for i in range(8)}
+    used = {t.result["provider"] for t in tasks}
+    assert len(used) >= 2, used
+    # Every agreement that ran work was invoiced, checked and accepted, then paid on the chain.
+    assert golem.spent > 0 and not golem.rejected
+    assert set(golem._invoiced) == {a for a, ag in golem._ended.items() if ag.activities}
+
+    def paid() -> bool:
+        return all(token_balance(net.local, p) > before[p] for p in used)
+
+    wait_for("the providers paid on chain", paid, 90, interval_s=0.5)
+    gained = sum(token_balance(net.local, p) - before[p] for p in used)
+    assert Decimal(gained) / 10**18 == golem.spent
+
+
+def test_streaming_output_and_a_service_that_runs_commands_and_stops(net: Net) -> None:
+    async def main() -> None:
+        async with net.golem() as golem:
+            service = await golem.run_service(WasmPackage(net.package))
+            assert service.running and service.provider_id in {p.node_id for p in net.providers}
+            first = await service.exec("hello", "one")
+            assert "one" in first.stdout
+            events: list[Any] = []
+            streamed = await service.exec("hello", "streamed", stream=True, on_event=events.append)
+            assert "streamed" in streamed.stdout
+            kinds = [e.kind for e in events]
+            assert kinds[0] == "started" and "stdout" in kinds and kinds[-1] == "finished", kinds
+            with pytest.raises(CommandError, match="command 0 \\(run\\) failed"):
+                await service.exec("exitcode", "3")
+            again = await service.exec("hello", "still-there")  # a failed command does not end the service
+            assert "still-there" in again.stdout
+            agreement = service.agreement
+            await service.stop()
+            assert not service.running and agreement is not None and agreement.ended_s is not None
+            await service.stop()  # a repeat is a no-op
+
+    asyncio.run(main())
+
+
+def test_redundant_runs_take_the_majority_result_from_different_providers(net: Net) -> None:
+    liar = net.providers[0].node_id
+
+    async def answer(ctx: WorkContext, n: int) -> str:
+        out = await hello(ctx, f"n{n}")
+        # One provider gives wrong answers: the majority of three overrules it.
+        return "forged" if ctx.provider_id == liar else out
+
+    async def main() -> list[Any]:
+        async with net.golem() as golem:
+            return [t async for t in golem.execute_tasks(answer, [1, 2], payload=WasmPackage(net.package), redundancy=3,
+                                                         max_workers=3, timeout_s=60)]  # fmt: skip
+
+    tasks = asyncio.run(main())
+    assert len(tasks) == 2
+    for t in tasks:
+        assert t.status == "done", t.error
+        assert f"n{t.data}" in t.result and "forged" not in t.result
+        assert len({p for p, _ in t.results}) == len(t.results) >= 2  # each run on another provider
+        assert t.votes >= 2
+
+
+def test_bad_inputs_are_refused_with_clear_errors(net: Net) -> None:
+    with pytest.raises(ConfigurationError, match="budget must be more than 0"):
+        net.golem(budget=0)
+    with pytest.raises(ConfigurationError, match="app-key is required"):
+        Golem(budget=1, app_key="", api_url=net.api_url)
+    with pytest.raises(ConfigurationError, match="is not hash:sha3"):
+        WasmPackage("http://example.org/prog.zip")
+    with pytest.raises(ConfigurationError, match="cores must be"):
+        Resources(cores=0)
+    with pytest.raises(ConfigurationError, match="price cap"):
+        Prices(cpu_per_hour=-1)
+
+    async def unknown_key() -> None:
+        async with Golem(budget=1, app_key="not-a-key", api_url=net.api_url, progress=False):
+            pass
+
+    with pytest.raises(ApiError, match="401"):
+        asyncio.run(unknown_key())
+
+    async def too_rich() -> None:
+        async with net.golem(budget=10_000):
+            pass
+
+    with pytest.raises(ApiError, match="400"):
+        asyncio.run(too_rich())
+
+    async def bad_task_args() -> None:
+        async with net.golem() as golem:
+            with pytest.raises(ConfigurationError, match="redundancy"):
+                [t async for t in golem.execute_tasks(hello, ["x"], payload=WasmPackage(net.package), redundancy=0)]
+            with pytest.raises(ConfigurationError, match="payload must be a Payload"):
+                [t async for t in golem.execute_tasks(hello, ["x"], payload="prog.zip")]  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match="absolute"):
+                Script().send_url("http://h/x", "relative/path")
+            with pytest.raises(ConfigurationError, match="arguments must be strings"):
+                Script().run("hello", 5)  # type: ignore[arg-type]
+
+    asyncio.run(bad_task_args())
+
+
+def test_a_provider_killed_mid_run_has_its_tasks_retried_on_another(net: Net) -> None:
+    victim = net.providers[0]
+    started_on_victim = asyncio.Event()
+
+    async def slow(ctx: WorkContext, n: int) -> str:
+        if ctx.provider_id == victim.node_id:
+            started_on_victim.set()
+            script = ctx.script()
+            script.run("spin", "100000000000")  # long enough to be killed in the middle
+            await ctx.run(script)
+        else:
+            await asyncio.sleep(2.0)  # so that the victim, however slow to deploy, gets work too
+        return await hello(ctx, f"t{n}")
+
+    async def killer() -> None:
+        await started_on_victim.wait()
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(victim.kill)
+
+    async def main() -> list[Any]:
+        # The victim ranks first (a custom strategy), so it surely gets work.
+        async with net.golem(invoice_wait_s=20.0, strategy=lambda o: float(o.provider_id == victim.node_id)) as golem:
+            kill = asyncio.create_task(killer())
+            tasks = [t async for t in golem.execute_tasks(slow, list(range(6)), payload=WasmPackage(net.package),
+                                                          max_workers=3, timeout_s=15)]  # fmt: skip
+            await asyncio.wait_for(kill, 5)
+            assert victim.node_id in golem.blocked
+            return tasks
+
+    tasks = asyncio.run(main())
+    assert all(t.status == "done" for t in tasks), [t.error for t in tasks]
+    retried = [t for t in tasks if t.failures]
+    assert retried and all(p == victim.node_id for t in retried for p, _ in t.failures)
+    assert all(t.results[-1][0] != victim.node_id for t in retried)
