@@ -134,6 +134,8 @@ def _with_streamed(result: Any, script: list[dict[str, Any]], events: list[Any])
 async def _stream(ctx: ApiContext, request: web.Request, view: Any, batch_id: str) -> web.StreamResponse:
     """The batch as server-sent events: `event: runtime` per started/stdout/stderr/finished, a ping comment every 15 s.
 
+    Events go out command by command, in index order, so the same batch always makes the
+    same numbered sequence and a client reconnecting with Last-Event-Id resumes exactly.
     Commands other than `run` stream nothing from the exe-unit; their started and finished
     events are made from their results, so a client sees every command of the batch end.
     """
@@ -143,10 +145,7 @@ async def _stream(ctx: ApiContext, request: web.Request, view: Any, batch_id: st
         last_id = int(request.headers.get("Last-Event-Id", "0"))
     except ValueError:
         last_id = 0
-    seq = 0  # every event sent gets the next id, so a reconnecting client skips what it saw
-    position = 0  # streamed events of the view handed on so far
-    started: set[int] = set()
-    finished: set[int] = set()
+    seq = 0  # every event gets the next id; those up to last_id the client has seen
     last_ping = time.monotonic()
     script = ctx.extra.get("scripts", {}).get(batch_id, [])
 
@@ -161,38 +160,43 @@ async def _stream(ctx: ApiContext, request: web.Request, view: Any, batch_id: st
         data = json.dumps(models.runtime_event_json(batch_id, index, ts_ms, kind), separators=(",", ":"))
         await response.write(f"event: runtime\nid: {seq}\ndata: {data}\n\n".encode())
 
-    pending: dict[int, float] = {}  # a run's result is in but its streamed finished event is not (yet)
-    while True:
-        events = view.events(batch_id, position)
-        results = view.results(batch_id)
-        position += len(events)
-        for event in events:
-            if event.kind == "started":
-                started.add(event.index)
-            elif event.kind == "finished":
-                if event.index in finished:
-                    continue  # already made up from its result
-                finished.add(event.index)
-            kind = {"started": {"command": command(event.index)}} if event.kind == "started" else models.runtime_kind(event)
-            await send(event.index, event.ts_ms, kind)
-        waiting = False
-        for r in results:
-            if r.index in finished:
-                continue
-            if r.index in started:
-                # A streamed run: its own finished event normally comes before its result.
-                first = pending.setdefault(r.index, time.monotonic())
-                if time.monotonic() - first < _FINISH_GRACE_S and view.state not in _ENDED:
-                    waiting = True
-                    break
-            else:
-                started.add(r.index)
-                await send(r.index, r.event_ms, {"started": {"command": command(r.index)}})
-            finished.add(r.index)
-            code = 0 if r.result == "Ok" else 1
-            await send(r.index, r.event_ms, {"finished": {"return_code": code, "message": r.message}})
-        done = bool(results) and results[-1].is_batch_finished and not waiting
-        if done or (view.state in _ENDED and not waiting):
+    current = 0  # the command whose events go out now
+    sent = 0  # of its streamed events
+    streamed_run = False  # it streamed a started event of its own
+    result_seen_at: float | None = None  # when its result came without its finished event
+    ended = False
+    while not ended:
+        results = {r.index: r for r in view.results(batch_id)}
+        while True:
+            own = [e for e in view.events(batch_id, 0) if e.index == current]
+            finished = False
+            for event in own[sent:]:
+                if event.kind == "started":
+                    streamed_run = True
+                    kind = {"started": {"command": command(current)}}
+                else:
+                    kind = models.runtime_kind(event)
+                finished = finished or event.kind == "finished"
+                await send(current, event.ts_ms, kind)
+            sent = len(own)
+            result = results.get(current)
+            if result is None:
+                break
+            if not (finished or any(e.kind == "finished" for e in own)):
+                if streamed_run:
+                    # A streamed run's finished event normally comes before its result; wait a little.
+                    result_seen_at = result_seen_at or time.monotonic()
+                    if time.monotonic() - result_seen_at < _FINISH_GRACE_S and view.state not in _ENDED:
+                        break
+                else:
+                    await send(current, result.event_ms, {"started": {"command": command(current)}})
+                code = 0 if result.result == "Ok" else 1
+                await send(current, result.event_ms, {"finished": {"return_code": code, "message": result.message}})
+            if result.is_batch_finished:
+                ended = True
+                break
+            current, sent, streamed_run, result_seen_at = current + 1, 0, False, None
+        if ended or (view.state in _ENDED and result_seen_at is None):
             break
         now = time.monotonic()
         if now - last_ping >= SSE_PING_S:
@@ -203,7 +207,7 @@ async def _stream(ctx: ApiContext, request: web.Request, view: Any, batch_id: st
             lambda t: view.wait(
                 lambda v: (len(v.events(batch_id, 0)), len(v.results(batch_id))) != mark or v.state in _ENDED, t
             ),
-            0.1 if waiting else min(SSE_PING_S, max(0.1, SSE_PING_S - (now - last_ping))),
+            0.1 if result_seen_at is not None else min(SSE_PING_S, max(0.1, SSE_PING_S - (now - last_ping))),
         )
     await response.write_eof()
     return response

@@ -15,9 +15,12 @@ from node.api.validation import parse_json
 if TYPE_CHECKING:
     from node.appkeys import AppKey
 
-__all__ = ["Route", "ApiContext", "json_response", "body_of", "no_content", "Handler"]
+__all__ = ["Route", "ApiContext", "json_response", "body_of", "no_content", "Handler", "APP_KEY", "OPENAPI", "app_key_of"]
 
 _CHUNK_S = 1.0
+# Typed keys for what the server keeps on the application and on each request.
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+APP_KEY: Any = web.RequestKey("app_key", object) if hasattr(web, "RequestKey") else "app_key"
 
 Handler = Callable[["ApiContext", web.Request], Awaitable[web.StreamResponse]]
 
@@ -87,4 +90,4 @@ async def body_of(request: web.Request, *, required: bool = True) -> Any:
 
 def app_key_of(request: web.Request) -> AppKey:
     """The app-key the request was authorised with."""
-    return request["app_key"]
+    return request[APP_KEY]

@@ -16,7 +16,7 @@ from node.api.errors import ApiError, error_body, status_of
 from node.api.market import market_routes
 from node.api.net import net_routes
 from node.api.openapi import openapi_document
-from node.api.routing import ApiContext, Route, json_response
+from node.api.routing import APP_KEY, OPENAPI, ApiContext, Route, app_key_of, json_response
 from protocol.errors import NodeError
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def all_routes(with_payment: bool) -> list[Route]:
 
 
 async def _me(ctx: ApiContext, request: web.Request) -> web.Response:
-    key = request["app_key"]
+    key = app_key_of(request)
     return json_response({"identity": ctx.node_id, "name": key.name, "role": "manager"})
 
 
@@ -59,7 +59,7 @@ async def _version(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 async def _openapi(ctx: ApiContext, request: web.Request) -> web.Response:
-    return json_response(request.app["openapi"])
+    return json_response(request.app[OPENAPI])
 
 
 def build_app(ctx: ApiContext, find_key: Any, routes: list[Route]) -> web.Application:
@@ -113,13 +113,13 @@ def build_app(ctx: ApiContext, find_key: Any, routes: list[Route]) -> web.Applic
         key = await asyncio.to_thread(find_key, token)
         if key is None:
             return web.json_response(error_body("unknown app-key"), status=401)
-        request["app_key"] = key
+        request[APP_KEY] = key
         return await handler(request)
 
     app = web.Application(middlewares=[errors, auth], client_max_size=_MAX_BODY_BYTES)
     for route in routes:
         app.router.add_route(route.method, route.path, _bind(ctx, route))
-    app["openapi"] = openapi_document(routes, LOAM_VERSION)
+    app[OPENAPI] = openapi_document(routes, LOAM_VERSION)
     return app
 
 
