@@ -32,6 +32,7 @@ async def _view(ctx: ApiContext, activity_id: str) -> Any:
 
 
 async def create_activity(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /activity: start an activity under an approved agreement."""
     body = await body_of(request)
     bare = isinstance(body, str)
     if bare:
@@ -63,6 +64,7 @@ async def create_activity(ctx: ApiContext, request: web.Request) -> web.Response
 
 
 async def exec_batch(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /activity/{activityId}/exec: run an exe-script batch."""
     activity_id = request.match_info["activityId"]
     commands = exe_script(await body_of(request))
     await _view(ctx, activity_id)
@@ -75,6 +77,7 @@ async def exec_batch(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 async def get_exec_batch_results(ctx: ApiContext, request: web.Request) -> web.StreamResponse:
+    """GET /activity/{activityId}/exec/{batchId}: a batch's results from index 0 (long poll); with Accept: text/ev…"""
     activity_id, batch_id = request.match_info["activityId"], request.match_info["batchId"]
     view = await _view(ctx, activity_id)
     if batch_id not in view.batches:
@@ -214,22 +217,26 @@ async def _stream(ctx: ApiContext, request: web.Request, view: Any, batch_id: st
 
 
 async def get_state(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /activity/{activityId}/state: an activity's state."""
     view = await _view(ctx, request.match_info["activityId"])
     return json_response(models.activity_state_json(view.state, view.reason, view.error))
 
 
 async def get_usage(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /activity/{activityId}/usage: an activity's usage vector."""
     view = await _view(ctx, request.match_info["activityId"])
     stamp = view.usage_ms or view.updated_ms
     return json_response({"currentUsage": list(view.usage), "timestamp": stamp // 1000})
 
 
 async def get_agreement_id(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /activity/{activityId}/agreement: the agreement of an activity."""
     view = await _view(ctx, request.match_info["activityId"])
     return json_response(view.agreement_id)
 
 
 async def get_running_commands(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /activity/{activityId}/command: batches still running."""
     view = await _view(ctx, request.match_info["activityId"])
     out = []
     if view.state not in _ENDED:
@@ -240,6 +247,7 @@ async def get_running_commands(ctx: ApiContext, request: web.Request) -> web.Res
 
 
 async def destroy_activity(ctx: ApiContext, request: web.Request) -> web.Response:
+    """DELETE /activity/{activityId}: end an activity (repeats are no-ops)."""
     activity_id = request.match_info["activityId"]
     timeout_s = query_float(request.query, "timeout", 5.0)
     wait_s = min(timeout_s, 30.0) if timeout_s else 30.0
@@ -251,6 +259,7 @@ async def destroy_activity(ctx: ApiContext, request: web.Request) -> web.Respons
 
 
 async def not_supported(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /events; PUT /activity/{activityId}/state; POST /activity/{activityId}/encrypted."""
     raise ApiError(501, f"{request.method} {request.path} is not supported by this node: "
                         "its provider side runs activities inside the node, and it has no secure exe-units")
 

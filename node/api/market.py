@@ -59,18 +59,22 @@ async def _subscribe(ctx: ApiContext, request: web.Request, kind: str) -> web.Re
 
 
 async def subscribe_demand(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /demands: publish a demand."""
     return await _subscribe(ctx, request, "demand")
 
 
 async def subscribe_offer(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /offers: publish an offer."""
     return await _subscribe(ctx, request, "offer")
 
 
 async def get_demands(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /demands: this node's active demands."""
     return json_response([models.demand_json(d) for d in await ctx.call(ctx.market.subscriptions, "demand")])
 
 
 async def get_offers(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /offers: this node's active offers."""
     return json_response([models.offer_json(o) for o in await ctx.call(ctx.market.subscriptions, "offer")])
 
 
@@ -82,10 +86,12 @@ async def _unsubscribe(ctx: ApiContext, request: web.Request, kind: str) -> web.
 
 
 async def unsubscribe_demand(ctx: ApiContext, request: web.Request) -> web.Response:
+    """DELETE /demands/{subscriptionId}: withdraw a demand."""
     return await _unsubscribe(ctx, request, "demand")
 
 
 async def unsubscribe_offer(ctx: ApiContext, request: web.Request) -> web.Response:
+    """DELETE /offers/{subscriptionId}: withdraw an offer."""
     return await _unsubscribe(ctx, request, "offer")
 
 
@@ -122,10 +128,12 @@ async def _collect(ctx: ApiContext, request: web.Request, kind: str) -> web.Resp
 
 
 async def collect_offers(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /demands/{subscriptionId}/events: proposal events of a demand (long poll)."""
     return await _collect(ctx, request, "demand")
 
 
 async def collect_demands(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /offers/{subscriptionId}/events: proposal and agreement events of an offer (long poll)."""
     return await _collect(ctx, request, "offer")
 
 
@@ -139,10 +147,12 @@ async def _get_proposal(ctx: ApiContext, request: web.Request, kind: str) -> web
 
 
 async def get_proposal_offer(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /demands/{subscriptionId}/proposals/{proposalId}: a proposal of a demand."""
     return await _get_proposal(ctx, request, "demand")
 
 
 async def get_proposal_demand(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /offers/{subscriptionId}/proposals/{proposalId}: a proposal of an offer."""
     return await _get_proposal(ctx, request, "offer")
 
 
@@ -155,10 +165,12 @@ async def _counter(ctx: ApiContext, request: web.Request, kind: str) -> web.Resp
 
 
 async def counter_proposal_demand(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /demands/{subscriptionId}/proposals/{proposalId}: counter a provider's proposal."""
     return await _counter(ctx, request, "demand")
 
 
 async def counter_proposal_offer(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /offers/{subscriptionId}/proposals/{proposalId}: counter a requestor's proposal."""
     return await _counter(ctx, request, "offer")
 
 
@@ -171,14 +183,17 @@ async def _reject_proposal(ctx: ApiContext, request: web.Request, kind: str) -> 
 
 
 async def reject_proposal_offer(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /demands/{subscriptionId}/proposals/{proposalId}/reject: reject a provider's proposal."""
     return await _reject_proposal(ctx, request, "demand")
 
 
 async def reject_proposal_demand(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /offers/{subscriptionId}/proposals/{proposalId}/reject: reject a requestor's proposal."""
     return await _reject_proposal(ctx, request, "offer")
 
 
 async def property_query(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /demands/{subscriptionId}/propertyQuery/{queryId}; POST /offers/{subscriptionId}/propertyQuery/{queryId}."""
     raise ApiError(404, f"property query {request.match_info['queryId']} not found (Loam's market sends none)")
 
 
@@ -186,6 +201,7 @@ async def property_query(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 async def begin_scan(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /scan: start scanning the offers or demands this node has heard."""
     from protocol.constraints import parse
 
     obj = require_object(await body_of(request), "the scan")
@@ -211,6 +227,7 @@ async def begin_scan(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 async def collect_scan(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /scan/{subscriptionId}/events: offers or demands of a scan not returned before (long poll)."""
     from protocol.constraints import Tri
 
     scan_id = request.match_info["subscriptionId"]
@@ -243,6 +260,7 @@ async def collect_scan(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 async def end_scan(ctx: ApiContext, request: web.Request) -> web.Response:
+    """DELETE /scan/{subscriptionId}/events: end a scan."""
     scan_id = request.match_info["subscriptionId"]
     _scan(ctx, scan_id)
     del ctx.extra["scans"][scan_id]
@@ -260,12 +278,14 @@ def _scan(ctx: ApiContext, scan_id: str) -> dict[str, Any]:
 
 
 async def create_agreement(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /agreements: make an agreement from a provider's proposal."""
     proposal_id, valid_to_ms = agreement_proposal(await body_of(request))
     agreement_id = await ctx.call(ctx.market.create_agreement, proposal_id, valid_to_ms)
     return json_response(agreement_id, 201)
 
 
 async def list_agreements(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /agreements: this node's agreements."""
     state = request.query.get("state") or None
     if state is not None and state not in _AGREEMENT_STATES:
         raise ApiError(400, f"state must be one of {', '.join(_AGREEMENT_STATES)}")
@@ -287,10 +307,12 @@ _AGREEMENT_STATES = ("Proposal", "Pending", "Cancelled", "Rejected", "Approved",
 
 
 async def get_agreement(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /agreements/{agreementId}: an agreement."""
     return json_response(models.agreement_json(await ctx.call(ctx.market.get_agreement, request.match_info["agreementId"])))
 
 
 async def confirm_agreement(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /agreements/{agreementId}/confirm: sign and send an agreement to its provider."""
     agreement_id = request.match_info["agreementId"]
     session = request.query.get("appSessionId", "")
     rec = await ctx.call(ctx.market.get_agreement, agreement_id)
@@ -303,6 +325,7 @@ async def confirm_agreement(ctx: ApiContext, request: web.Request) -> web.Respon
 
 
 async def wait_for_approval(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /agreements/{agreementId}/wait: wait for the provider's answer."""
     from actors.market.actor import wait_for_agreement
 
     agreement_id = request.match_info["agreementId"]
@@ -324,6 +347,7 @@ async def wait_for_approval(ctx: ApiContext, request: web.Request) -> web.Respon
 
 
 async def cancel_agreement(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /agreements/{agreementId}/cancel: withdraw an agreement not yet approved."""
     agreement_id = request.match_info["agreementId"]
     why = reason(await body_of(request, required=False))
     rec = await ctx.call(ctx.market.get_agreement, agreement_id)
@@ -338,6 +362,7 @@ async def cancel_agreement(ctx: ApiContext, request: web.Request) -> web.Respons
 
 
 async def terminate_agreement(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /agreements/{agreementId}/terminate: end an approved agreement (repeats are no-ops)."""
     agreement_id = request.match_info["agreementId"]
     why = reason(await body_of(request, required=False))
     rec = await ctx.call(ctx.market.get_agreement, agreement_id)
@@ -352,6 +377,7 @@ async def terminate_agreement(ctx: ApiContext, request: web.Request) -> web.Resp
 
 
 async def terminate_reason(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /agreements/{agreementId}/terminate/reason: why an agreement was terminated."""
     agreement_id = request.match_info["agreementId"]
     rec = await ctx.call(ctx.market.get_agreement, agreement_id)
     if rec.state != "Terminated":
@@ -364,6 +390,7 @@ async def terminate_reason(ctx: ApiContext, request: web.Request) -> web.Respons
 
 
 async def approve_agreement(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /agreements/{agreementId}/approve: approve an agreement proposed to this node."""
     agreement_id = request.match_info["agreementId"]
     query_float(request.query, "timeout", 5.0)
     rec = await ctx.call(ctx.market.get_agreement, agreement_id)
@@ -376,6 +403,7 @@ async def approve_agreement(ctx: ApiContext, request: web.Request) -> web.Respon
 
 
 async def reject_agreement(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /agreements/{agreementId}/reject: reject an agreement proposed to this node."""
     agreement_id = request.match_info["agreementId"]
     why = reason(await body_of(request, required=False))
     rec = await ctx.call(ctx.market.get_agreement, agreement_id)
@@ -390,6 +418,7 @@ async def reject_agreement(ctx: ApiContext, request: web.Request) -> web.Respons
 
 
 async def collect_agreement_events(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /agreementEvents: agreement events after a time (long poll)."""
     timeout_s = min(query_float(request.query, "timeout", 5.0), MAX_POLL_S)
     max_events = query_int(request.query, "maxEvents", 10, minimum=1, maximum=100)
     after = query_time_ms(request.query, "afterTimestamp")

@@ -13,6 +13,7 @@ PREFIX = "/net-api/v1"
 
 
 async def not_supported(ctx: ApiContext, request: web.Request) -> web.Response:
+    """Every net-api operation: 501, virtual networks are not supported yet."""
     raise ApiError(
         501,
         f"{request.method} {request.path}: virtual networks between activities (net-api) are not supported "

@@ -147,10 +147,12 @@ def event_json(event: Any) -> dict[str, Any]:
 
 
 async def requestor_accounts(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /requestorAccounts: accounts this node pays from."""
     return json_response([_account(a) for a in await ctx.call(ctx.payment.accounts) if a.send])
 
 
 async def provider_accounts(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /providerAccounts: accounts this node is paid to."""
     return json_response([_account(a) for a in await ctx.call(ctx.payment.accounts) if a.receive])
 
 
@@ -180,6 +182,7 @@ def _platform(value: Any) -> str | None:
 
 
 async def create_allocation(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /allocations: set GLM aside for work."""
     obj = require_object(await body_of(request), "the allocation")
     total_wei = parse_glm_wei(obj.get("totalAmount"), "totalAmount")
     if total_wei <= 0:
@@ -202,6 +205,7 @@ async def create_allocation(ctx: ApiContext, request: web.Request) -> web.Respon
 
 
 async def get_allocations(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /allocations: allocations not released."""
     after = query_time_ms(request.query, "afterTimestamp")
     limit = query_int(request.query, "maxItems", 1000, minimum=1, maximum=100_000)
     out = [a for a in await ctx.call(ctx.payment.allocations) if after is None or (a.updated_ms or a.created_ms) > after]
@@ -209,10 +213,12 @@ async def get_allocations(ctx: ApiContext, request: web.Request) -> web.Response
 
 
 async def get_allocation(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /allocations/{allocationId}: an allocation."""
     return json_response(allocation_json(await ctx.call(ctx.payment.allocation, request.match_info["allocationId"])))
 
 
 async def amend_allocation(ctx: ApiContext, request: web.Request) -> web.Response:
+    """PUT /allocations/{allocationId}: change an allocation's total or timeout."""
     allocation_id = request.match_info["allocationId"]
     obj = require_object(await body_of(request), "the allocation update")
     current = await ctx.call(ctx.payment.allocation, allocation_id)
@@ -226,11 +232,13 @@ async def amend_allocation(ctx: ApiContext, request: web.Request) -> web.Respons
 
 
 async def release_allocation(ctx: ApiContext, request: web.Request) -> web.Response:
+    """DELETE /allocations/{allocationId}: release an allocation."""
     await ctx.call(ctx.payment.release_allocation, request.match_info["allocationId"])
     return web.Response(status=200)
 
 
 async def demand_decorations(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /demandDecorations: properties and constraints a demand paid from allocations needs."""
     raw = request.query.getall("allocationIds", [])
     ids = [i for part in raw for i in part.split(",") if i]
     if not ids:
@@ -260,6 +268,7 @@ def _doc_json(kind: str, rec: Any) -> dict[str, Any]:
 
 
 async def get_documents(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /debitNotes; GET /invoices."""
     kind = _kind_of(request)
     after = query_time_ms(request.query, "afterTimestamp")
     limit = query_int(request.query, "maxItems", 1000, minimum=1, maximum=100_000)
@@ -269,12 +278,14 @@ async def get_documents(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 async def get_document(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /debitNotes/{debitNoteId}; GET /invoices/{invoiceId}."""
     kind = _kind_of(request)
     doc_id = request.match_info["debitNoteId" if kind == DEBIT_NOTE else "invoiceId"]
     return json_response(_doc_json(kind, await ctx.call(ctx.payment.document, kind, doc_id)))
 
 
 async def accept_document(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /debitNotes/{debitNoteId}/accept; POST /invoices/{invoiceId}/accept."""
     kind = _kind_of(request)
     doc_id = request.match_info["debitNoteId" if kind == DEBIT_NOTE else "invoiceId"]
     query_float(request.query, "timeout", 5.0)
@@ -288,6 +299,7 @@ async def accept_document(ctx: ApiContext, request: web.Request) -> web.Response
 
 
 async def reject_document(ctx: ApiContext, request: web.Request) -> web.Response:
+    """POST /debitNotes/{debitNoteId}/reject; POST /invoices/{invoiceId}/reject."""
     kind = _kind_of(request)
     doc_id = request.match_info["debitNoteId" if kind == DEBIT_NOTE else "invoiceId"]
     query_float(request.query, "timeout", 5.0)
@@ -304,11 +316,13 @@ async def reject_document(ctx: ApiContext, request: web.Request) -> web.Response
 
 
 async def not_supported(ctx: ApiContext, request: web.Request) -> web.Response:
+    """Issuing, sending and cancelling debit notes and invoices: 501, the provider does it itself."""
     raise ApiError(501, f"{request.method} {request.path} is not supported: this node's provider issues, sends and "
                         "cancels its debit notes and invoices itself")
 
 
 async def document_events(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /debitNoteEvents; GET /invoiceEvents."""
     kind = _kind_of(request)
     timeout_s = min(query_float(request.query, "timeout", 5.0), MAX_POLL_S)
     max_events = query_int(request.query, "maxEvents", 10, minimum=1, maximum=100)
@@ -323,6 +337,7 @@ async def document_events(ctx: ApiContext, request: web.Request) -> web.Response
 
 
 async def get_payments(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /payments; GET /debitNotes/{debitNoteId}/payments; GET /invoices/{invoiceId}/payments."""
     after = query_time_ms(request.query, "afterTimestamp")
     limit = query_int(request.query, "maxItems", 1000, minimum=1, maximum=100_000)
     recs = sorted(await ctx.call(ctx.payment.payments), key=lambda r: r.payment.timestamp_ms)
@@ -335,6 +350,7 @@ async def get_payments(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 async def get_payment(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /payments/{paymentId}: a payment."""
     payment_id = request.match_info["paymentId"]
     for rec in await ctx.call(ctx.payment.payments):
         if rec.payment.payment_id == payment_id:
@@ -343,6 +359,7 @@ async def get_payment(ctx: ApiContext, request: web.Request) -> web.Response:
 
 
 async def payments_status(ctx: ApiContext, request: web.Request) -> web.Response:
+    """GET /payments/status: problems the payment driver knows of (no gas, no tokens, no RPC)."""
     network = request.query.get("network") or None
     driver = request.query.get("driver") or None
     balances = await ctx.call(ctx.payment.balances)
