@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,47 @@ def test_golem_core_negotiates_runs_a_batch_and_pays_the_invoice(testnet: Testne
         assert out["results"][3]["stdout"].split()[:2] == ["2", "5"] and "golem-core" in out["results"][4]["stdout"]
         assert (tmp_path / "counts.txt").read_text().split()[:2] == ["2", "5"]
         _assert_invoice_accepted(requestor, key)
+
+
+def test_yapapi_runs_a_vm_task_from_an_image_repository(testnet: Testnet, tmp_path: Path) -> None:
+    from tests.images.support import GVMI_NAME, build_images, engine, sha3_224
+
+    engine()
+    images = build_images()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(images / GVMI_NAME, folder / GVMI_NAME)
+    port = free_port()
+    repo = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "image-repo", "--dir", str(folder), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        repo_url = f"http://127.0.0.1:{port}"
+        wait_for("the image repository", lambda: _answers(f"{repo_url}/v1/image/info?tag=busybox"), 20)
+        with local_chain(tmp_path) as local:
+            testnet.add("vm-provider", env=provider_env(local, runtime="vm", LOAM_API__PORT=str(free_port())))
+            requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
+            payment_call(requestor, "fund", amount="100", timeout_s=120)
+            key = app_key(requestor)
+            api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+            (tmp_path / "in.txt").write_text(WORDS)
+            out = run_client("yapapi", "yapapi_vm.py", requestor.data_dir, key, api,
+                             repo_url, sha3_224(folder / GVMI_NAME), str(tmp_path / "in.txt"), str(tmp_path / "count.txt"))
+            [result] = out["results"]
+            assert result.split() == ["busybox", "5"], out  # the repository's image ran, and counted the file sent in
+            assert (tmp_path / "count.txt").read_text().split() == ["5"]
+            _assert_invoice_accepted(requestor, key)
+    finally:
+        repo.terminate()
+        repo.wait(10)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
