@@ -8,11 +8,20 @@ providers at once. The same module runs as many times directly with wasmtime in 
 process. The last line printed is one JSON object with the figures: overhead_ms_per_task
 compares the whole run with the direct runs (wall time per task above a direct run);
 latency_overhead_ms compares one task's round trip with one direct run.
+
+    python bench/tasks.py --providers 4 --tasks 200 --via rest
+
+--via rest also runs the same tasks a second time, through the node's REST API and the
+requestor library (`Golem.execute_tasks`, paid on a local anvil chain), on the same
+providers, after the direct control-channel run; the JSON then has the REST figures beside
+the direct ones (`overhead_ms_per_task_rest`, `rest_added_ms_per_task`, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -36,6 +45,7 @@ from tests.integration.harness import NodeProcess, Testnet, market_call, wait_fo
 from tests.wasm_programs import build_wasm_programs  # noqa: E402
 
 PLATFORM = "erc20-holesky-tglm"
+LOCAL_PLATFORM = "erc20-local-tglm"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -116,12 +126,74 @@ def _agree(requestor: NodeProcess, provider_id: str, props: dict[str, Any], runt
         market_call(requestor, "unsubscribe", {"sub_id": sub})
 
 
+def _app_key(node: NodeProcess) -> str:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "node.cli", "app-key", "create", "--data-dir", str(node.data_dir), "bench"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _rest_run(
+    requestor: NodeProcess, task_package: str, runtime: str, entry: str, providers: int, tasks: int, warmup: int
+) -> tuple[list[float], float]:
+    """The same tasks through the REST API with the requestor library: (per-task ms, wall s of the measured window)."""
+    from requestor import Golem, VmImage, WasmPackage, WorkContext
+
+    api_url = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+    key = _app_key(requestor)
+    payload = WasmPackage(task_package) if runtime == "wasmtime" else VmImage(task_package)
+
+    async def main() -> tuple[list[float], float]:
+        ready = asyncio.Event()
+        warm: set[str] = set()
+        latencies: list[float] = []
+        window: list[float] = []
+
+        async def work(ctx: WorkContext, item: tuple[str, int]) -> None:
+            kind, i = item
+            if kind == "warm":
+                # One warm-up task per provider (each worker holds its one until all are warm).
+                for j in range(warmup):
+                    script = ctx.script()
+                    script.run(entry, str(j))
+                    await ctx.run(script)
+                warm.add(ctx.provider_id)
+                if len(warm) >= providers:
+                    window.append(time.perf_counter())
+                    ready.set()
+                await ready.wait()
+                return
+            await ready.wait()
+            t0 = time.perf_counter()
+            script = ctx.script()
+            script.run(entry, str(i))
+            await ctx.run(script)
+            t1 = time.perf_counter()
+            latencies.append((t1 - t0) * 1000)
+            window.append(t1)
+
+        data = [("warm", i) for i in range(providers)] + [("task", i) for i in range(tasks)]
+        async with Golem(budget="50", app_key=key, api_url=api_url, payment_network="local",
+                         data_dir=requestor.data_dir, progress=False, invoice_wait_s=30) as golem:  # fmt: skip
+            async for task in golem.execute_tasks(work, data, payload=payload, max_workers=providers, timeout_s=300):
+                assert task.status == "done", task.error
+        return latencies, max(window) - min(window)
+
+    return asyncio.run(main())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--providers", type=int, default=4)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--runtime", choices=["wasmtime", "vm"], default="wasmtime")
     parser.add_argument("--warmup", type=int, default=2, help="tasks per provider before measuring")
+    parser.add_argument("--via", choices=["control", "rest"], default="control",
+                        help="rest: also run the tasks through the REST API and the requestor library")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="loam-bench-tasks-"))
     www = base / "www"
@@ -141,23 +213,36 @@ def main() -> None:
     task_package = f"hash:sha3:{digest}:{_serve(www)}/{package_file}"
 
     net = Testnet(base / "nodes")
+    stack = contextlib.ExitStack()
+    rest: dict[str, Any] = {}
     try:
-        requestor = net.add("requestor", fast_timers=False)
-        providers = [
-            net.add(f"provider-{i}", fast_timers=False, env={"LOAM_PROVIDER__ENABLED": "true", "LOAM_PROVIDER__RUNTIME": args.runtime})
-            for i in range(args.providers)
-        ]
+        requestor_env: dict[str, str] = {}
+        seller_env = {"LOAM_PROVIDER__ENABLED": "true", "LOAM_PROVIDER__RUNTIME": args.runtime}
+        platform = PLATFORM
+        if args.via == "rest":
+            # The library pays for its work: a local chain, and the nodes paying and paid on it.
+            from tests.integration.harness import free_port
+            from tests.integration.payment_support import local_chain, payment_env, provider_env
+
+            local = stack.enter_context(local_chain(base))
+            requestor_env = payment_env(local, LOAM_API__PORT=str(free_port()))
+            seller_env = provider_env(local, runtime=args.runtime, LOAM_API__ENABLED="false")
+            platform = LOCAL_PLATFORM
+        requestor = net.add("requestor", fast_timers=False, env=requestor_env)
+        providers = [net.add(f"provider-{i}", fast_timers=False, env=seller_env) for i in range(args.providers)]
         wait_for("every offer", lambda: len(market_call(requestor, "known_offers", {})) >= args.providers, 60, 0.5)
         props = {
             "golem.node.debug.subnet": "public",
             "golem.srv.comp.expiration": int(time.time() * 1000) + 3_600_000,
-            f"golem.com.payment.platform.{PLATFORM}.address": requestor.node_id,
+            f"golem.com.payment.platform.{platform}.address": requestor.node_id,
             "golem.srv.comp.task_package": task_package,
         }
         activities = []
+        agreements = []
         start_ms = []
         for provider in providers:
             agreement_id = _agree(requestor, provider.node_id, props, args.runtime)
+            agreements.append(agreement_id)
             activity_id = _activity(requestor, "create", agreement_id=agreement_id)["activity_id"]
             t0 = time.perf_counter()
             batch = _activity(requestor, "exec", activity_id=activity_id, script=[{"deploy": {}}, {"start": {}}])
@@ -188,8 +273,19 @@ def main() -> None:
         wall_s = time.perf_counter() - t0
         for activity_id in activities:
             _activity(requestor, "destroy", activity_id=activity_id)
+        if args.via == "rest":
+            for agreement_id in agreements:
+                requestor.market("terminate_agreement", agreement_id=agreement_id, reason={"message": "direct run done"})
+            from tests.integration.payment_support import payment_call
+
+            payment_call(requestor, "fund", amount="100", timeout_s=90)
+            rest_ms, rest_wall_s = _rest_run(
+                requestor, task_package, args.runtime, entry, args.providers, args.tasks, args.warmup
+            )  # fmt: skip
+            rest = {"latencies": rest_ms, "wall_s": rest_wall_s}
     finally:
         net.stop_all()
+        stack.close()
     extra: dict[str, Any] = {}
     if args.runtime == "vm":
         direct_ms, docker_run_ms = _direct_docker(digest, args.tasks)
@@ -222,12 +318,34 @@ def main() -> None:
         "latency_overhead_ms": round(task_mean - direct_mean, 1),
         **extra,
     }
+    if rest:
+        n, rest_wall = len(rest["latencies"]), rest["wall_s"]
+        rest_overhead = (rest_wall * 1000 - direct_mean * n) / n
+        result.update({
+            "via": "rest",
+            "wall_s_rest": round(rest_wall, 2),
+            "tasks_per_s_rest": round(n / rest_wall, 1),
+            "task_ms_p50_rest": round(statistics.median(rest["latencies"]), 1),
+            "task_ms_mean_rest": round(statistics.fmean(rest["latencies"]), 1),
+            "overhead_ms_per_task_rest": round(rest_overhead, 2),
+            "latency_overhead_ms_rest": round(statistics.fmean(rest["latencies"]) - direct_mean, 1),
+            # What the HTTP layer and the library add per task, over the control-channel path.
+            "rest_added_ms_per_task": round(rest_overhead - result["overhead_ms_per_task"], 2),
+            "rest_added_latency_ms": round(statistics.fmean(rest["latencies"]) - task_mean, 1),
+        })  # fmt: skip
     print(
         f"{result['tasks']} tasks on {args.providers} providers in {result['wall_s']} s "
         f"({result['tasks_per_s']}/s); a task takes {result['task_ms_mean']} ms against "
         f"{result['direct_run_ms_mean']} ms run directly",
         file=sys.stderr,
     )
+    if rest:
+        print(
+            f"through the REST API and the requestor library: {result['wall_s_rest']} s ({result['tasks_per_s_rest']}/s); "
+            f"a task takes {result['task_ms_mean_rest']} ms; {result['rest_added_ms_per_task']} ms per task more than the "
+            "control channel",
+            file=sys.stderr,
+        )
     print(json.dumps(result))
 
 
