@@ -68,6 +68,7 @@ class PaymentDriverActor(LoamActor):
         self._chains: dict[str, ch.Chain] = {}
         self._drivers: dict[str, PaymentDriver] = {}
         self._approved: set[str] = set()
+        self._approving: dict[str, str] = {}  # platform -> its approval's tx hash, sent and not yet mined
         self._ledger: pykka.ActorRef | None = None
         self._watch: set[str] = set()  # platforms whose balance the ledger wants
         self._reported_ms = 0
@@ -172,29 +173,44 @@ class PaymentDriverActor(LoamActor):
         driver = self._driver(msg.platform)
         driver.schedule(msg.payment_id, msg.payee_address, msg.amount_wei)
 
-    def _ensure_allowance(self, platform: str) -> None:
-        """The multi-transfer contract may move our tokens (approved once, for everything)."""
+    def _ensure_allowance(self, platform: str) -> bool:
+        """Whether the multi-transfer contract may move our tokens (approved once, for everything).
+
+        The approval is sent, and False returned until it is mined: the actor never waits for
+        a block (a node whose actor hangs that long fails its health check).
+        """
         from actors.payment import (
             chain as ch,  # web3: imported on first use, not at the node's start
         )
 
         if platform in self._approved:
-            return
+            return True
         net = self.network(platform)
         if net.batch_contract is not None:
             chain = self._chain(platform)
+            sent = self._approving.get(platform)
+            if sent is not None:
+                r = ch.receipt(chain, sent)
+                if r is None:
+                    return False  # not mined yet: looked at again next cycle
+                del self._approving[platform]
+                self._log.info("multi_transfer_approval_mined", platform=platform, tx_hash=sent, succeeded=r.succeeded)
             tx = ch.ensure_allowance(chain, self._identity.private_key, net.token_address or "", net.batch_contract, 2**200)
             if tx is not None:
-                ch.wait_for_receipt(chain, tx, timeout_s=120.0)
-                self._log.info("multi_transfer_approved", platform=platform, tx_hash=tx)
+                self._approving[platform] = tx
+                self._log.info("multi_transfer_approval_sent", platform=platform, tx_hash=tx)
+                return False
         self._approved.add(platform)
+        return True
 
     def _cycle(self) -> None:
         platforms = set(self._store.open_platforms()) | set(self._drivers)
         for platform in sorted(platforms):
             try:
-                self._ensure_allowance(platform)
-                self._driver(platform).cycle()
+                if self._ensure_allowance(platform):
+                    self._driver(platform).cycle()
+                else:
+                    self._driver(platform).reconcile()  # what is already on its way is still followed
             except (PaymentError, ChainError, ValueError) as exc:
                 self._log.warning("payment_cycle_failed", platform=platform, error=str(exc)[:300])
         self._report()
