@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,45 @@ def test_a_provider_killed_mid_activity_is_paid_its_last_accepted_debit_note_and
         assert sum(t.amount_wei for t in transfers) == invoiced
         assert len(transfers) == (1 if invoiced == last_total else 2)
         assert all(s["status"] == "confirmed" for s in payment_call(requestor, "scheduled"))
+
+
+def test_a_requestor_survives_its_first_batch_on_a_chain_with_slow_blocks(testnet: Testnet, tmp_path: Path) -> None:
+    # The first batch needs the multi-transfer contract approved first. On a real chain that
+    # takes a block (12 s on holesky): the node must keep answering meanwhile, not hang on it.
+    with local_chain(tmp_path, automine=False) as local, wasm_package(tmp_path) as package:
+        requestor = testnet.add("requestor", env=payment_env(local))
+        providers = [testnet.add(f"provider-{i}", env=provider_env(local)) for i in range(2)]
+        local.rpc("evm_setAutomine", [True])
+        payment_call(requestor, "fund", amount="100", timeout_s=90)
+        local.rpc("evm_setAutomine", [False])
+        wait_for("the balance known", lambda: payment_call(requestor, "status")["balances"], 30)
+        allocation = payment_call(requestor, "create_allocation", amount="10")
+        wait_for("two offers", lambda: len(market_call(requestor, "known_offers", {})) >= 2, 30)
+        for p in providers:
+            agreement_id = negotiate(requestor, p, package)
+            payment_call(requestor, "pay_agreement_from", agreement_id=agreement_id, allocation_id=allocation["allocation_id"])
+            _run_and_end(requestor, agreement_id, HELLO)
+
+        def pooled() -> list[dict[str, Any]]:
+            pool = local.rpc("txpool_content", [])["result"]["pending"]
+            return [tx for by_nonce in pool.values() for tx in by_nonce.values()]
+
+        approve = wait_for("the approval sent", pooled, 90, interval_s=0.2)
+        assert [tx["to"].lower() for tx in approve] == [local.token.lower()]
+        # No block for 20 s: the node keeps serving its control channel (and its health check).
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert requestor.alive(), requestor.log_tail()
+            assert payment_call(requestor, "status", timeout_s=15)["paid_wei"] == "0"
+            time.sleep(1)
+        local.rpc("evm_setIntervalMining", [1])
+        received = wait_for(
+            "both invoices settled",
+            lambda: (got := _docs(requestor, "invoice", "received")) and len(got) == 2
+            and all(d["status"] == "Settled" for d in got) and got,
+            90,
+            interval_s=0.5,
+        )  # fmt: skip
+        for d in received:
+            assert token_balance(local, d["peer_id"]) == int(d["amount_wei"])
+        assert requestor.alive()
