@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -128,7 +129,9 @@ def test_golem_core_negotiates_runs_a_batch_and_pays_the_invoice(testnet: Testne
         _assert_invoice_accepted(requestor, key)
 
 
-def test_yapapi_runs_a_vm_task_from_an_image_repository(testnet: Testnet, tmp_path: Path) -> None:
+@pytest.fixture
+def image_repository(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """Loam's image repository serving the busybox test image: (repository URL, image sha3, its http link)."""
     from tests.images.support import GVMI_NAME, build_images, engine, sha3_224
 
     engine()
@@ -143,30 +146,55 @@ def test_yapapi_runs_a_vm_task_from_an_image_repository(testnet: Testnet, tmp_pa
     )  # fmt: skip
     try:
         repo_url = f"http://127.0.0.1:{port}"
-        wait_for("the image repository", lambda: _answers(f"{repo_url}/v1/image/info?tag=busybox"), 20)
-        with local_chain(tmp_path) as local:
-            testnet.add("vm-provider", env=provider_env(local, runtime="vm", LOAM_API__PORT=str(free_port())))
-            requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
-            payment_call(requestor, "fund", amount="100", timeout_s=120)
-            key = app_key(requestor)
-            api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
-            (tmp_path / "in.txt").write_text(WORDS)
-            out = run_client("yapapi", "yapapi_vm.py", requestor.data_dir, key, api,
-                             repo_url, sha3_224(folder / GVMI_NAME), str(tmp_path / "in.txt"), str(tmp_path / "count.txt"))
-            [result] = out["results"]
-            assert result.split() == ["busybox", "5"], out  # the repository's image ran, and counted the file sent in
-            assert (tmp_path / "count.txt").read_text().split() == ["5"]
-            _assert_invoice_accepted(requestor, key)
+        info = wait_for("the image repository", lambda: _info(f"{repo_url}/v1/image/info?tag=busybox"), 20)
+        assert info["sha3"] == sha3_224(folder / GVMI_NAME)
+        yield repo_url, info["sha3"], info["http"]
     finally:
         repo.terminate()
         repo.wait(10)
 
 
-def _answers(url: str) -> bool:
+def _vm_pair(testnet: Testnet, local: Any) -> tuple[NodeProcess, str, str]:
+    testnet.add("vm-provider", env=provider_env(local, runtime="vm", LOAM_API__PORT=str(free_port())))
+    requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
+    payment_call(requestor, "fund", amount="100", timeout_s=120)
+    api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+    return requestor, app_key(requestor), api
+
+
+def test_yapapi_runs_a_vm_task_from_an_image_repository(
+    testnet: Testnet, tmp_path: Path, image_repository: tuple[str, str, str]
+) -> None:
+    repo_url, image_hash, _ = image_repository
+    with local_chain(tmp_path) as local:
+        requestor, key, api = _vm_pair(testnet, local)
+        (tmp_path / "in.txt").write_text(WORDS)
+        out = run_client("yapapi", "yapapi_vm.py", requestor.data_dir, key, api,
+                         repo_url, image_hash, str(tmp_path / "in.txt"), str(tmp_path / "count.txt"))
+        [result] = out["results"]
+        assert result.split() == ["busybox", "5"], out  # the repository's image ran, and counted the file sent in
+        assert (tmp_path / "count.txt").read_text().split() == ["5"]
+        _assert_invoice_accepted(requestor, key)
+
+
+def test_golem_core_runs_a_vm_activity_and_pays(testnet: Testnet, tmp_path: Path, image_repository: tuple[str, str, str]) -> None:
+    _, image_hash, image_url = image_repository
+    with local_chain(tmp_path) as local:
+        requestor, key, api = _vm_pair(testnet, local)
+        (tmp_path / "in.txt").write_text(WORDS)
+        out = run_client("golem-core", "golem_core_vm.py", requestor.data_dir, key, api,
+                         image_hash, image_url, str(tmp_path / "in.txt"), str(tmp_path / "count.txt"))
+        assert [r["result"] for r in out["results"]] == ["Ok"] * 5, out
+        assert out["results"][3]["stdout"].split() == ["busybox", "5"]
+        assert (tmp_path / "count.txt").read_text().split() == ["5"]
+        _assert_invoice_accepted(requestor, key)
+
+
+def _info(url: str) -> Any:
     import urllib.request
 
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
+            return json.loads(response.read())
     except OSError:
-        return False
+        return None
