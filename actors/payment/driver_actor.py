@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +83,9 @@ class PaymentDriverActor(LoamActor):
             # A broken networks file must not stop the node: payments say why they cannot run.
             self._log.error("payment_networks_unreadable", error=str(exc))
         self._ticker = Ticker(self.actor_ref, _Cycle(), self._cfg.batch_interval_s)
+        # Load web3 now, beside the actor: loaded on first use inside it, it held the actor
+        # past its health check on a busy machine (a provider's first payment check).
+        threading.Thread(target=importlib.import_module, args=("actors.payment.chain",), name="web3-preload", daemon=True).start()
 
     def on_stop(self) -> None:
         if self._ticker is not None:
