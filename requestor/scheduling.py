@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -65,6 +65,7 @@ class Task(Generic[D]):
     results: list[tuple[str, Any]] = field(default_factory=list)  # (provider id, result) of runs that succeeded
     failures: list[tuple[str, str]] = field(default_factory=list)  # (provider id, why) of runs that failed
     running: set[str] = field(default_factory=set)
+    tried: set[str] = field(default_factory=set)  # every provider it ran or runs on
     votes: int = 0
 
     @property
@@ -106,13 +107,23 @@ class TaskBook(Generic[D]):
         self.max_runs = redundancy + max_attempts - 1
         self._key = key
         self.tasks: list[Task[D]] = [Task(i, d) for i, d in enumerate(items)]
+        self._open = 0  # tasks before this index are all finished
+        self._finished = 0
 
     # -- queries -----------------------------------------------------------------------------
 
     @property
     def done(self) -> bool:
         """Every task finished (done or failed)."""
-        return all(t.finished for t in self.tasks)
+        return self._finished == len(self.tasks)
+
+    def _unfinished(self) -> Iterator[Task[D]]:
+        while self._open < len(self.tasks) and self.tasks[self._open].finished:
+            self._open += 1
+        for i in range(self._open, len(self.tasks)):
+            task = self.tasks[i]
+            if not task.finished:
+                yield task
 
     def counts(self) -> dict[str, int]:
         """Tasks done, failed, running and waiting."""
@@ -132,6 +143,8 @@ class TaskBook(Generic[D]):
         """More runs this task needs started now."""
         if task.finished:
             return 0
+        if not task.results and not task.failures and self.redundancy == 1:
+            return 0 if task.running else 1  # the common case, without a vote
         top = majority([v for _, v in task.results], self.needed, self._key)[2]
         # Enough runs are under way if, all agreeing with the leader, they would make the majority.
         missing = self.needed - top - len(task.running)
@@ -142,21 +155,22 @@ class TaskBook(Generic[D]):
 
     def next_for(self, provider_id: str) -> Task[D] | None:
         """The first task that needs a run and has not run on this provider; it is marked running there."""
-        for task in self.tasks:
-            if provider_id in task.running or provider_id in task.providers:
+        for task in self._unfinished():
+            if provider_id in task.tried:
                 continue
             if self._wanted(task) > 0:
                 task.running.add(provider_id)
+                task.tried.add(provider_id)
                 return task
         return None
 
     def wants(self, provider_id: str) -> bool:
         """Some task needs a run this provider may give (it has not run there)."""
-        return any(self._wanted(t) > 0 and provider_id not in t.providers for t in self.tasks)
+        return any(provider_id not in t.tried and self._wanted(t) > 0 for t in self._unfinished())
 
     def needs_runs(self) -> bool:
         """Some task needs a run started."""
-        return any(self._wanted(t) > 0 for t in self.tasks)
+        return any(self._wanted(t) > 0 for t in self._unfinished())
 
     # -- reports -----------------------------------------------------------------------------
 
@@ -180,16 +194,19 @@ class TaskBook(Generic[D]):
         """Give a task up (e.g. no provider left to run it on)."""
         if not task.finished:
             task.status, task.error = FAILED, why
+            self._finished += 1
 
     def _settle(self, task: Task[D]) -> bool:
         found, value, votes = majority([v for _, v in task.results], self.needed, self._key)
         task.votes = votes
         if found:
             task.status, task.result = DONE, value
+            self._finished += 1
             return True
         left = self.max_runs - task.attempts - len(task.running)
         if votes + left + len(task.running) < self.needed:
             task.status = FAILED
+            self._finished += 1
             if task.results:
                 task.error = (
                     f"no {self.needed} of {task.attempts} runs agreed (best: {votes} votes); "
