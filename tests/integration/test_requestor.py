@@ -98,10 +98,13 @@ def test_many_tasks_with_files_run_across_providers_and_are_paid_on_chain(net: N
     before = {p.node_id: token_balance(net.local, p.node_id) for p in net.providers}
 
     async def count(ctx: WorkContext, path: Path) -> dict[str, Any]:
+        out = path.with_suffix(".out")
         script = ctx.script()
-        script.send_file(path, "/input/data.txt")
-        words = script.run("wc", "/input/data.txt")
+        script.send_file(path, "/input/data.txt")  # published with gftp, fetched by the provider
+        words = script.run("wc", "/input/data.txt", "/output/counts.txt")
+        script.download_file("/output/counts.txt", out)  # uploaded by the provider to a gftp slot
         await ctx.run(script)
+        assert out.read_text() == words.stdout
         return {"words": int(words.stdout.split()[1]), "provider": ctx.provider_id}
 
     async def main() -> tuple[list[Any], Golem]:
@@ -248,3 +251,29 @@ def test_a_provider_killed_mid_run_has_its_tasks_retried_on_another(net: Net) ->
     retried = [t for t in tasks if t.failures]
     assert retried and all(p == victim.node_id for t in retried for p, _ in t.failures)
     assert all(t.results[-1][0] != victim.node_id for t in retried)
+
+
+def test_the_examples_run_against_the_testnet(net: Net, tmp_path: Path) -> None:
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(REPO), "YAGNA_APPKEY": net.key,
+        "YAGNA_API_URL": net.api_url, "YAGNA_PAYMENT_NETWORK": "local", "LOAM_DATA_DIR": str(net.requestor.data_dir),
+    }  # fmt: skip
+
+    def example(name: str, *args: str, stdin: str = "") -> str:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "examples" / name), "--package", net.package, *args],
+            input=stdin, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    assert "spent" in example("hello_wasm.py") and "from provider-" in example("hello_wasm.py")
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"f{i}.txt")
+        files[-1].write_text("a b c\n" * (i + 1))
+    out = example("batch_files.py", *map(str, files), "--redundancy", "2", "--workers", "3")
+    for i, f in enumerate(files):
+        assert f"{f}: {i + 1} {3 * (i + 1)} {6 * (i + 1)}  (runs on 2 providers, 2 agreeing)" in out, out
+    out = example("service.py", stdin="alice\nbob\n\n")
+    assert "[stdout]" in out and "alice" in out and "bob" in out and "service stopped" in out, out
