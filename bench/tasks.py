@@ -126,6 +126,14 @@ def _agree(requestor: NodeProcess, provider_id: str, props: dict[str, Any], runt
         market_call(requestor, "unsubscribe", {"sub_id": sub})
 
 
+def _cpu_s(pid: int) -> float:
+    """user + system cpu seconds of a process so far."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _app_key(node: NodeProcess) -> str:
     import subprocess
 
@@ -139,19 +147,26 @@ def _app_key(node: NodeProcess) -> str:
 
 def _rest_run(
     requestor: NodeProcess, task_package: str, runtime: str, entry: str, providers: int, tasks: int, warmup: int
-) -> tuple[list[float], float]:
-    """The same tasks through the REST API with the requestor library: (per-task ms, wall s of the measured window)."""
+) -> tuple[list[float], float, tuple[float, float]]:
+    """The same tasks through the REST API with the requestor library.
+
+    Returns per-task ms, the wall s of the measured window, and the cpu s the bench process
+    and the requestor node spent in that window.
+    """
+    assert requestor.proc is not None
+    node_pid = requestor.proc.pid
     from requestor import Golem, VmImage, WasmPackage, WorkContext
 
     api_url = json.loads((requestor.data_dir / "node.json").read_text())["api"]
     key = _app_key(requestor)
     payload = WasmPackage(task_package) if runtime == "wasmtime" else VmImage(task_package)
 
-    async def main() -> tuple[list[float], float]:
+    async def main() -> tuple[list[float], float, tuple[float, float]]:
         ready = asyncio.Event()
         warm: set[str] = set()
         latencies: list[float] = []
         window: list[float] = []
+        cpu: list[tuple[float, float]] = []
 
         async def work(ctx: WorkContext, item: tuple[str, int]) -> None:
             kind, i = item
@@ -164,6 +179,7 @@ def _rest_run(
                 warm.add(ctx.provider_id)
                 if len(warm) >= providers:
                     window.append(time.perf_counter())
+                    cpu.append((time.process_time(), _cpu_s(node_pid)))
                     ready.set()
                 await ready.wait()
                 return
@@ -175,13 +191,15 @@ def _rest_run(
             t1 = time.perf_counter()
             latencies.append((t1 - t0) * 1000)
             window.append(t1)
+            if len(latencies) == tasks:
+                cpu.append((time.process_time(), _cpu_s(node_pid)))
 
         data = [("warm", i) for i in range(providers)] + [("task", i) for i in range(tasks)]
         async with Golem(budget="50", app_key=key, api_url=api_url, payment_network="local",
                          data_dir=requestor.data_dir, progress=False, invoice_wait_s=30) as golem:  # fmt: skip
             async for task in golem.execute_tasks(work, data, payload=payload, max_workers=providers, timeout_s=300):
                 assert task.status == "done", task.error
-        return latencies, max(window) - min(window)
+        return latencies, max(window) - min(window), (cpu[1][0] - cpu[0][0], cpu[1][1] - cpu[0][1])
 
     return asyncio.run(main())
 
@@ -267,10 +285,13 @@ def main() -> None:
         # Warm-up first, on every provider, so the measured window starts with caches filled.
         with ThreadPoolExecutor(len(activities)) as pool:
             list(pool.map(lambda a: worker(a, 0, args.warmup), activities))
+        assert requestor.proc is not None
+        cpu0 = (time.process_time(), _cpu_s(requestor.proc.pid))
         t0 = time.perf_counter()
         with ThreadPoolExecutor(len(activities)) as pool:
             latencies = [ms for chunk in pool.map(lambda ac: worker(ac[0], ac[1], 0), zip(activities, per)) for ms in chunk]
         wall_s = time.perf_counter() - t0
+        direct_cpu = (time.process_time() - cpu0[0], _cpu_s(requestor.proc.pid) - cpu0[1])
         for activity_id in activities:
             _activity(requestor, "destroy", activity_id=activity_id)
         if args.via == "rest":
@@ -279,10 +300,10 @@ def main() -> None:
             from tests.integration.payment_support import payment_call
 
             payment_call(requestor, "fund", amount="100", timeout_s=90)
-            rest_ms, rest_wall_s = _rest_run(
+            rest_ms, rest_wall_s, rest_cpu = _rest_run(
                 requestor, task_package, args.runtime, entry, args.providers, args.tasks, args.warmup
             )  # fmt: skip
-            rest = {"latencies": rest_ms, "wall_s": rest_wall_s}
+            rest = {"latencies": rest_ms, "wall_s": rest_wall_s, "cpu": rest_cpu, "direct_cpu": direct_cpu}
     finally:
         net.stop_all()
         stack.close()
@@ -332,6 +353,11 @@ def main() -> None:
             # What the HTTP layer and the library add per task, over the control-channel path.
             "rest_added_ms_per_task": round(rest_overhead - result["overhead_ms_per_task"], 2),
             "rest_added_latency_ms": round(statistics.fmean(rest["latencies"]) - task_mean, 1),
+            # cpu per task in the measured windows: the client (this process) and the requestor node.
+            "client_cpu_ms_per_task": round(rest["direct_cpu"][0] * 1000 / len(latencies), 2),
+            "client_cpu_ms_per_task_rest": round(rest["cpu"][0] * 1000 / n, 2),
+            "node_cpu_ms_per_task": round(rest["direct_cpu"][1] * 1000 / len(latencies), 2),
+            "node_cpu_ms_per_task_rest": round(rest["cpu"][1] * 1000 / n, 2),
         })  # fmt: skip
     print(
         f"{result['tasks']} tasks on {args.providers} providers in {result['wall_s']} s "
