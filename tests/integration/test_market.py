@@ -459,7 +459,7 @@ def test_withdrawn_offers_and_demands_disappear_network_wide(testnet: Testnet) -
     offer_id = offer_of(requestor, leaving)["offer_id"]
 
     leaving.stop()  # a graceful stop: its provider agent withdraws the offer
-    wait_for("the offer to be withdrawn on the requestor", lambda: offer_of(requestor, leaving) is None, 5)
+    wait_for("the offer to be withdrawn on the requestor", lambda: offer_of(requestor, leaving) is None, 15)
     assert offer_of(requestor, staying) is not None
     # A demand made now gets no Initial proposal from the withdrawn offer.
     sub = subscribe(requestor)
