@@ -11,8 +11,10 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,15 @@ from protocol.codec import Message
 from protocol.errors import ControlError
 from protocol.identity import Identity
 from protocol.net import Heartbeat
-from protocol.payment import DebitNote, DocumentAccepted, DocumentAck, DocumentRejected, make_debit_note, make_invoice
+from protocol.payment import (
+    DebitNote,
+    DocumentAccepted,
+    DocumentAck,
+    DocumentRejected,
+    PaymentSent,
+    make_debit_note,
+    make_invoice,
+)
 from tests.integration.harness import NodeProcess, Testnet, market_call, wait_for
 from tests.integration.payment_support import (
     PLATFORM,
@@ -131,9 +141,9 @@ def _coeffs(value: Any) -> tuple[float, ...] | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
-    base = tmp_path_factory.mktemp("bad-input")
+@contextmanager
+def make_scene(base: Path) -> Iterator[Scene]:
+    """A funded requestor, an agreement paid from an allocation, an activity seen for 10 s, its provider killed."""
     with local_chain(base) as local, wasm_package(base) as package:
         net = Testnet(base / "nodes")
         try:
@@ -162,6 +172,12 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
             yield Scene(local, net, requestor, provider_key, agreement_id, activity_id, allocation["allocation_id"], coeffs)
         finally:
             net.stop_all()
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    with make_scene(tmp_path_factory.mktemp("bad-input")) as made:
+        yield made
 
 
 @pytest.fixture
@@ -359,3 +375,47 @@ def test_a_debit_note_dated_in_the_future_cannot_stretch_the_usage_seen(scene: S
     assert _documents(scene, "debit_note")[ahead.debit_note_id]["status"] == "Rejected"
     assert_nothing_paid(scene)
     assert_still_accepting(scene, as_provider)
+
+
+def test_a_duplicated_invoice_and_a_late_debit_note_are_paid_once(tmp_path: Path) -> None:
+    with make_scene(tmp_path) as own:
+        provider = LiveAttacker(own.requestor, own.provider_key)
+        try:
+            provider.handshake()
+            amount = own.price(4.0)
+            invoice = make_invoice(
+                own.provider_key, agreement_id=own.agreement_id, activity_ids=(own.activity_id,),
+                recipient_id=own.requestor.node_id, payment_platform=PLATFORM, amount_wei=amount,
+                payment_due_ms=now_ms() + 60_000, timestamp_ms=now_ms(),
+            )  # fmt: skip
+            _send(provider, invoice)
+            _send(provider, invoice)  # a duplicate
+            accepted = _reply(provider, invoice.invoice_id, DocumentAccepted)
+            assert accepted.total_amount_accepted_wei == str(amount)
+            # A debit note from before the invoice arrives after it.
+            late = dataclasses.replace(own.note(2.0), timestamp_ms=invoice.timestamp_ms - 5_000, signature=b"").signed(own.provider_key)
+            _send(provider, late)
+            _reply(provider, late.debit_note_id, DocumentAck)
+
+            def notice() -> PaymentSent | None:
+                got = [m for m in provider.replies(0.5) if isinstance(m, PaymentSent)]
+                return got[0] if got else None
+
+            sent = wait_for("the payment notice", notice, 60)
+            assert sent.amount_wei == str(amount)
+            assert [tuple(x) for x in sent.agreement_amounts] == [(own.agreement_id, str(amount))]
+            sent.verify(signer=own.requestor.node_id)
+            # The invoice once more, after it was paid: the same acceptance again, nothing new.
+            _send(provider, invoice)
+            assert _reply(provider, invoice.invoice_id, DocumentAccepted) == accepted
+            transfers = payment_transfers(own.local, own.requestor.node_id)
+            assert [(t.recipient.lower(), t.amount_wei, t.tx_hash.lower()) for t in transfers] == [
+                (own.provider_key.node_id.lower(), amount, sent.tx_hash.lower())
+            ]
+            assert token_balance(own.local, own.provider_key.node_id) == amount
+            scheduled = payment_call(own.requestor, "scheduled")
+            assert [(s["status"], int(s["amount_wei"])) for s in scheduled] == [("confirmed", amount)]
+            assert [d["status"] for d in _documents(own, "invoice").values()] == ["Settled"]
+            assert int(payment_call(own.requestor, "status")["paid_wei"]) == amount
+        finally:
+            provider.close()
