@@ -450,3 +450,16 @@ def test_allocations_over_http_on_a_local_chain(testnet: Testnet, tmp_path: Path
         assert api.call("POST", "/payment-api/v1/debitNotes/nope/reject",
                         {"rejectionReason": "BAD", "totalAmountAccepted": "0"})[0] == 400
         assert api.ok("GET", "/payment-api/v1/invoiceEvents?timeout=0") == []
+
+
+def test_a_node_runs_without_its_api_when_disabled_or_its_port_is_taken(testnet: Testnet) -> None:
+    first = testnet.add("first", env=api_env())
+    port = json.loads((first.data_dir / "node.json").read_text())["api"].rpartition(":")[2]
+    taken = testnet.add("taken", env={"LOAM_API__PORT": port})
+    off = testnet.add("off", env={"LOAM_API__ENABLED": "false", **api_env()})
+    for node in (taken, off):
+        assert json.loads((node.data_dir / "node.json").read_text())["api"] is None
+        assert node.alive() and node.status().node_id == node.node_id
+    assert "api_not_started" in taken.log_path.read_text()
+    # The first node's API is untouched by the second's attempt.
+    assert Api(first, app_key(first)).ok("GET", "/me")["identity"] == first.node_id
