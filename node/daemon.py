@@ -268,7 +268,7 @@ class Node:
             "contact": self._ask(self.net.contact()),
             "listen": self._ask(self.net.status()).listen,
             "control": self._control.endpoint if self._control else None,
-            "api": "http://{}:{}".format(*self._api.address) if self._api else None,
+            "api": self._api.url if self._api else None,
             "metrics": self._metrics.url if self._metrics else None,
         }
         path = runtime_file(self.settings.data_dir)

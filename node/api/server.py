@@ -162,6 +162,14 @@ class ApiServer:
         self._error: BaseException | None = None
         self.address: tuple[str, int] | None = None
 
+    @property
+    def url(self) -> str | None:
+        """http://host:port the API listens on (None before it does)."""
+        if self.address is None:
+            return None
+        host, port = self.address[0], self.address[1]
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
     def _find_key(self, token: str) -> Any:
         with self._keys_lock:
             return self._keys.find(token)
