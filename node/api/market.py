@@ -12,6 +12,7 @@ from aiohttp import web
 from actors.market.events import (
     AgreementEvent,
     AgreementNotFoundError,
+    InvalidTransitionError,
     ProposalEvent,
     ProposalRejectedEvent,
     SubscriptionNotFoundError,
@@ -160,7 +161,10 @@ async def _counter(ctx: ApiContext, request: web.Request, kind: str) -> web.Resp
     sub_id, pid = request.match_info["subscriptionId"], request.match_info["proposalId"]
     props, cons = demand_offer_base(await body_of(request), "the counter-proposal")
     await _own_subscription(ctx, sub_id, kind)
-    new_id = await ctx.call(ctx.market.counter_proposal, sub_id, pid, props, cons)
+    try:
+        new_id = await ctx.call(ctx.market.counter_proposal, sub_id, pid, props, cons)
+    except InvalidTransitionError as exc:
+        raise ApiError(410, str(exc)) from None  # the spec's "Proposal rejected" (or expired, or ours)
     return json_response(new_id, 201)
 
 
@@ -178,7 +182,10 @@ async def _reject_proposal(ctx: ApiContext, request: web.Request, kind: str) -> 
     sub_id, pid = request.match_info["subscriptionId"], request.match_info["proposalId"]
     why = reason(await body_of(request, required=False))
     await _own_subscription(ctx, sub_id, kind)
-    await ctx.call(ctx.market.reject_proposal, sub_id, pid, why)
+    try:
+        await ctx.call(ctx.market.reject_proposal, sub_id, pid, why)
+    except InvalidTransitionError as exc:
+        raise ApiError(410, str(exc)) from None  # the spec's "Proposal already rejected"
     return no_content()
 
 

@@ -365,6 +365,10 @@ def test_a_provider_agent_over_http_negotiates_and_approves(testnet: Testnet) ->
     assert rejected["issuerId"] == r_node.node_id and rejected["state"] == "Draft"
     assert seller.ok("GET", f"{MARKET}/offers/{offer_id}/proposals/{rejected['proposalId']}")["proposalId"] == rejected["proposalId"]
     seller.ok("POST", f"{MARKET}/offers/{offer_id}/proposals/{rejected['proposalId']}/reject", {"message": "not this one"}, 204)
+    # Rejected is final: rejecting again or countering it is Gone.
+    assert seller.call("POST", f"{MARKET}/offers/{offer_id}/proposals/{rejected['proposalId']}/reject")[0] == 410
+    assert seller.call("POST", f"{MARKET}/offers/{offer_id}/proposals/{rejected['proposalId']}",
+                       {"properties": offer_props, "constraints": "()"})[0] == 410
     ours = seller.ok("POST", f"{MARKET}/offers/{offer_id}/proposals/{answered['proposalId']}",
                      {"properties": offer_props, "constraints": "()"}, 201)
     gone = wait_for("the rejection", lambda: buyer.ok("GET", f"{MARKET}/demands/{subs[0]}/events?timeout=2"), 30)
