@@ -60,7 +60,7 @@ def test_a_requestor_killed_between_sending_a_batch_and_its_confirmation_pays_ea
     with local_chain(tmp_path, automine=False) as local, wasm_package(tmp_path) as package:
         me = Identity.generate()
         # Payments made by hand: both invoices are accepted at once, so one batch pays them.
-        requestor = testnet.add("requestor", identity=me, env=payment_env(local, LOAM_PAYMENT__BATCH_INTERVAL_S="2"))
+        requestor = testnet.add("requestor", identity=me, env=payment_env(local, LOAM_PAYMENT__BATCH_INTERVAL_S="5"))
         providers = [testnet.add(f"provider-{i}", env=provider_env(local)) for i in range(2)]
 
         # Set-up on a mining chain: tokens, and the multi-transfer contract's allowance.
@@ -102,13 +102,17 @@ def test_a_requestor_killed_between_sending_a_batch_and_its_confirmation_pays_ea
         pool = local.rpc("txpool_content", [])["result"]["pending"]
         pooled = {tx["hash"].lower() for by_nonce in pool.values() for tx in by_nonce.values()}
         assert {t[0].lower() for t in txs} <= pooled
-        assert [t[2] for t in txs] == ["batch"], txs  # both invoices in one multi-transfer
+        # Both invoices in one multi-transfer, unless a driver cycle fell between the two
+        # acceptances (then one single transfer each): exactly once must hold either way.
+        assert [t[2] for t in txs] == ["batch"] or sorted(t[2] for t in txs) == ["single", "single"], txs
+        hashes = {t[0].lower() for t in txs}
         assert not payment_transfers(local, me.node_id)
 
         requestor.kill()
         local.rpc("evm_mine", [])
-        receipt = ch.receipt(local.chain(), txs[0][0])
-        assert receipt is not None and receipt.succeeded
+        for tx_hash in hashes:
+            receipt = ch.receipt(local.chain(), tx_hash)
+            assert receipt is not None and receipt.succeeded
         requestor.start()
 
         # Reconciled after the restart: the mined batch is confirmed, not sent again.
@@ -136,15 +140,16 @@ def test_a_requestor_killed_between_sending_a_batch_and_its_confirmation_pays_ea
             total += amount
             assert token_balance(local, p.node_id) == amount
             transfers = payment_transfers(local, me.node_id, p.node_id)
-            assert [(t.tx_hash.lower(), t.amount_wei) for t in transfers] == [(txs[0][0].lower(), amount)]
+            assert [t.amount_wei for t in transfers] == [amount] and transfers[0].tx_hash.lower() in hashes
             assert int(payment_call(p, "status")["received_wei"]) == amount
         assert token_balance(local, me.node_id) == FUNDS_WEI - total
         assert int(payment_call(requestor, "status")["paid_wei"]) == total
         scheduled = payment_call(requestor, "scheduled")
-        assert sorted((s["agreement_id"], s["status"], s["tx_hash"]) for s in scheduled) == sorted(
-            (agreements[p.node_id], "confirmed", txs[0][0]) for p in providers
+        assert sorted((s["agreement_id"], s["status"]) for s in scheduled) == sorted(
+            (agreements[p.node_id], "confirmed") for p in providers
         )
-        assert _live_txs(requestor) == [(txs[0][0], "confirmed", "batch")]
+        assert {s["tx_hash"].lower() for s in scheduled} == hashes
+        assert sorted(_live_txs(requestor)) == sorted((h, "confirmed", kind) for h, _, kind in txs)
         assert not local.rpc("txpool_content", [])["result"]["pending"]
 
 
