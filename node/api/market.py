@@ -81,8 +81,17 @@ async def get_offers(ctx: ApiContext, request: web.Request) -> web.Response:
 
 async def _unsubscribe(ctx: ApiContext, request: web.Request, kind: str) -> web.Response:
     sub_id = request.match_info["subscriptionId"]
-    await _own_subscription(ctx, sub_id, kind)
+    ended: dict[str, None] = ctx.extra.setdefault("unsubscribed", {})
+    try:
+        await _own_subscription(ctx, sub_id, kind)
+    except ApiError:
+        if sub_id in ended:
+            raise ApiError(410, f"{kind} subscription {sub_id} was unsubscribed already") from None
+        raise
     await ctx.call(ctx.market.unsubscribe, sub_id)
+    ended[sub_id] = None
+    while len(ended) > _MAX_SCANS * 10:
+        del ended[next(iter(ended))]
     return no_content()
 
 

@@ -227,7 +227,7 @@ def test_a_requestor_runs_a_wasi_program_from_demand_to_results_over_http(
     # Unsubscribed: the demand's events are gone (404, so clients resubscribe).
     api.ok("DELETE", f"{MARKET}/demands/{sub}", status=204)
     assert api.call("GET", f"{MARKET}/demands/{sub}/events?timeout=0")[0] == 404
-    assert api.call("DELETE", f"{MARKET}/demands/{sub}")[0] == 404
+    assert api.call("DELETE", f"{MARKET}/demands/{sub}")[0] == 410  # the spec's "already unsubscribed"
 
 
 def _parses(stamp: str) -> bool:
@@ -400,6 +400,8 @@ def test_a_provider_agent_over_http_negotiates_and_approves(testnet: Testnet) ->
     # The seller may terminate too: a repeat on an ended agreement is a no-op.
     seller.ok("POST", f"{MARKET}/agreements/{agreement_id}/terminate", {"message": "also"}, 204)
     seller.ok("DELETE", f"{MARKET}/offers/{offer_id}", status=204)
+    assert seller.call("DELETE", f"{MARKET}/offers/{offer_id}")[0] == 410
+    assert seller.call("DELETE", f"{MARKET}/offers/nope")[0] == 404
     assert seller.call("GET", f"{MARKET}/offers/{offer_id}/events?timeout=0")[0] == 404
 
 
