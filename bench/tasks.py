@@ -146,7 +146,8 @@ def _app_key(node: NodeProcess) -> str:
 
 
 def _rest_run(
-    requestor: NodeProcess, task_package: str, runtime: str, entry: str, providers: int, tasks: int, warmup: int
+    requestor: NodeProcess, task_package: str, runtime: str, entry: str, providers: int, tasks: int, warmup: int,
+    pipeline: int = 1,
 ) -> tuple[list[float], float, tuple[float, float]]:
     """The same tasks through the REST API with the requestor library.
 
@@ -171,13 +172,13 @@ def _rest_run(
         async def work(ctx: WorkContext, item: tuple[str, int]) -> None:
             kind, i = item
             if kind == "warm":
-                # One warm-up task per provider (each worker holds its one until all are warm).
+                # Warm-up tasks per provider (each worker holds its own until all are warm).
                 for j in range(warmup):
                     script = ctx.script()
                     script.run(entry, str(j))
                     await ctx.run(script)
                 warm.add(ctx.provider_id)
-                if len(warm) >= providers:
+                if len(warm) >= providers and not ready.is_set():
                     window.append(time.perf_counter())
                     cpu.append((time.process_time(), _cpu_s(node_pid)))
                     ready.set()
@@ -194,12 +195,14 @@ def _rest_run(
             if len(latencies) == tasks:
                 cpu.append((time.process_time(), _cpu_s(node_pid)))
 
-        data = [("warm", i) for i in range(providers)] + [("task", i) for i in range(tasks)]
+        # Each worker holds `pipeline` warm-up tasks until all are warm: so each provider gets its share.
+        data = [("warm", i) for i in range(providers * pipeline)] + [("task", i) for i in range(tasks)]
         async with Golem(budget="50", app_key=key, api_url=api_url, payment_network="local",
                          data_dir=requestor.data_dir, progress=False, invoice_wait_s=30) as golem:  # fmt: skip
-            async for task in golem.execute_tasks(work, data, payload=payload, max_workers=providers, timeout_s=300):
+            async for task in golem.execute_tasks(work, data, payload=payload, max_workers=providers, timeout_s=300,
+                                                  pipeline=pipeline):  # fmt: skip
                 assert task.status == "done", task.error
-        return latencies, max(window) - min(window), (cpu[1][0] - cpu[0][0], cpu[1][1] - cpu[0][1])
+        return latencies, max(window) - min(window), (cpu[-1][0] - cpu[0][0], cpu[-1][1] - cpu[0][1])
 
     return asyncio.run(main())
 
@@ -212,6 +215,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="tasks per provider before measuring")
     parser.add_argument("--via", choices=["control", "rest"], default="control",
                         help="rest: also run the tasks through the REST API and the requestor library")
+    parser.add_argument("--pipeline", type=int, default=1,
+                        help="with --via rest: tasks in flight per activity (execute_tasks' pipeline)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="loam-bench-tasks-"))
     www = base / "www"
@@ -301,7 +306,7 @@ def main() -> None:
 
             payment_call(requestor, "fund", amount="100", timeout_s=90)
             rest_ms, rest_wall_s, rest_cpu = _rest_run(
-                requestor, task_package, args.runtime, entry, args.providers, args.tasks, args.warmup
+                requestor, task_package, args.runtime, entry, args.providers, args.tasks, args.warmup, args.pipeline
             )  # fmt: skip
             rest = {"latencies": rest_ms, "wall_s": rest_wall_s, "cpu": rest_cpu, "direct_cpu": direct_cpu}
     finally:
@@ -344,6 +349,7 @@ def main() -> None:
         rest_overhead = (rest_wall * 1000 - direct_mean * n) / n
         result.update({
             "via": "rest",
+            "pipeline": args.pipeline,
             "wall_s_rest": round(rest_wall, 2),
             "tasks_per_s_rest": round(n / rest_wall, 1),
             "task_ms_p50_rest": round(statistics.median(rest["latencies"]), 1),

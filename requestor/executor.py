@@ -75,6 +75,7 @@ async def execute_tasks(
     golem: Golem, work: Callable[[WorkContext, D], Awaitable[R]], data: Iterable[D], *, payload: Payload,
     resources: Resources | None = None, max_workers: int = 4, redundancy: int = 1, max_attempts: int = 3,
     timeout_s: float = 300.0, provider_timeout_s: float = 120.0, vote_key: Callable[[Any], Hashable] | None = None,
+    pipeline: int = 1,
 ) -> AsyncIterator[Task[D]]:  # fmt: skip
     """Run `await work(ctx, item)` for every item; yield each Task when it is done or given up.
 
@@ -83,6 +84,8 @@ async def execute_tasks(
     task runs on k different providers and the result a majority (k//2+1) agrees on is taken
     (compared by vote_key, default: the value itself or its JSON); ties get extra runs
     within max_attempts. A provider whose activity failed gets no new agreement this session.
+    pipeline: tasks in flight per activity (2 sends a task's batch while the one before runs;
+    a task's timeout then includes its wait behind the other).
 
     Raises:
         ConfigurationError: bad arguments (before anything is negotiated).
@@ -92,6 +95,7 @@ async def execute_tasks(
     if not isinstance(payload, Payload):
         raise ConfigurationError(f"payload must be a Payload (WasmPackage(...) or VmImage(...)), not {type(payload).__name__}")
     _check_int("max_workers", max_workers, 1)
+    _check_int("pipeline", pipeline, 1)
     _check_s("timeout_s", timeout_s)
     _check_s("provider_timeout_s", provider_timeout_s)
     if isinstance(data, (str, bytes)):
@@ -101,7 +105,7 @@ async def execute_tasks(
         return
     golem._require_started()
     demand = await golem.demand(payload, resources)
-    run = _Run(golem, demand, work, book, timeout_s, provider_timeout_s)
+    run = _Run(golem, demand, work, book, timeout_s, provider_timeout_s, pipeline)
     golem.progress.add_tasks(len(book.tasks))
     workers = [asyncio.create_task(run.worker(i), name=f"worker-{i}") for i in range(min(max_workers, len(book.tasks) * redundancy))]
     try:
@@ -141,9 +145,10 @@ class _Run:
 
     def __init__(
         self, golem: Golem, demand: Demand, work: Callable[[WorkContext, Any], Awaitable[Any]], book: TaskBook[Any],
-        timeout_s: float, provider_timeout_s: float,
+        timeout_s: float, provider_timeout_s: float, pipeline: int = 1,
     ) -> None:  # fmt: skip
         self.golem = golem
+        self.pipeline = pipeline
         self.demand = demand
         self.work = work
         self.book = book
@@ -205,20 +210,26 @@ class _Run:
             self._log.warning("activity_not_started", provider=agreement.offer.name, error=str(exc))
             await golem.terminate(agreement, f"the activity did not start: {exc}", failed=True)
             return
-        healthy = True
-        try:
-            while not book.done:
+        fit = [True]
+
+        async def feed() -> None:
+            while not book.done and fit[0]:
                 task = book.next_for(provider)
                 if task is None:
                     if book.needs_runs():
                         return  # what is left must run elsewhere: free this provider for it
                     await self._wait_change()  # runs elsewhere may still fail and come back
                     continue
-                healthy = await self._run_one(activity, task)
+                if not await self._run_one(activity, task):
+                    fit[0] = False
                 await self._pulse()
-                if not healthy:
-                    return
+
+        try:
+            # With pipeline > 1 the next task's batch is sent while one runs: the provider runs
+            # them one after the other, and the HTTP round trips overlap the work.
+            await asyncio.gather(*(feed() for _ in range(self.pipeline)))
         finally:
+            healthy = fit[0]
             if not healthy:
                 golem.blocked.add(provider)
             # Shielded: when the run ends while a dead provider keeps destroy waiting, the

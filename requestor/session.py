@@ -552,6 +552,7 @@ class Golem:
         self, work: Callable[[Any, D], Awaitable[R]], data: Iterable[D], *, payload: Payload,
         resources: Resources | None = None, max_workers: int = 4, redundancy: int = 1, max_attempts: int = 3,
         timeout_s: float = 300.0, provider_timeout_s: float = 120.0, vote_key: Callable[[Any], Hashable] | None = None,
+        pipeline: int = 1,
     ) -> AsyncIterator[Any]:  # fmt: skip
         """Run `work(ctx, item)` for every item across providers; yields each Task as it finishes.
 
@@ -562,6 +563,7 @@ class Golem:
         return execute_tasks(
             self, work, data, payload=payload, resources=resources, max_workers=max_workers, redundancy=redundancy,
             max_attempts=max_attempts, timeout_s=timeout_s, provider_timeout_s=provider_timeout_s, vote_key=vote_key,
+            pipeline=pipeline,
         )  # fmt: skip
 
     async def run_service(

@@ -109,8 +109,9 @@ def test_many_tasks_with_files_run_across_providers_and_are_paid_on_chain(net: N
 
     async def main() -> tuple[list[Any], Golem]:
         async with net.golem() as golem:
+            # Two tasks in flight per activity: batches queue on the provider behind each other.
             tasks = [t async for t in golem.execute_tasks(count, inputs, payload=WasmPackage(net.package), max_workers=3,
-                                                          timeout_s=60)]  # fmt: skip
+                                                          timeout_s=60, pipeline=2)]  # fmt: skip
         return tasks, golem
 
     tasks, golem = asyncio.run(main())
