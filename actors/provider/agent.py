@@ -317,4 +317,32 @@ class ProviderAgentActor(LoamActor):
             reason = {"message": f"no free capacity: {active} of {self._cfg.max_agreements} agreements in use"}
             self._market.reject_agreement(agreement_id, reason).get(timeout=self._ask_s)
             return
+        short = self._resources_short(record)
+        if short:
+            self._market.reject_agreement(agreement_id, {"message": short}).get(timeout=self._ask_s)
+            return
         self._market.approve_agreement(agreement_id).get(timeout=self._ask_s)
+
+    def _resources_short(self, record: Any) -> str:
+        """Why the approved agreements and this one together would claim more than the provider has ("" if not).
+
+        Each agreement claims what its offer sells an activity (threads, memory, disk), so an
+        agreement is only approved when its activity will fit beside the others'.
+        """
+
+        def claim(props: dict[str, Any]) -> tuple[float, float, float]:
+            values = (props.get("golem.inf.cpu.threads", 1), props.get("golem.inf.mem.gib", 0.0), props.get("golem.inf.storage.gib", 0.0))
+            return tuple(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0 for v in values)  # type: ignore[return-value]
+
+        others = [r for r in self._market.list_agreements("Approved").get(timeout=self._ask_s)
+                  if r.role == "provider" and r.agreement_id != record.agreement_id]  # fmt: skip
+        used = [sum(claim(r.terms.offer_properties)[i] for r in others) for i in range(3)]
+        need = claim(record.terms.offer_properties)
+        limits = (float(self._cfg.cores), float(self._cfg.memory_gib), float(self._cfg.storage_gib))
+        for i, (what, unit) in enumerate((("cores", ""), ("memory", " GiB"), ("disk", " GiB"))):
+            if used[i] + need[i] > limits[i] + 1e-9:
+                return (
+                    f"no free {what}: the agreement's activity needs {need[i]:g}{unit}, {used[i]:g}{unit} of "
+                    f"{limits[i]:g}{unit} are claimed by {len(others)} approved agreement(s)"
+                )
+        return ""

@@ -272,6 +272,22 @@ def test_provider_at_max_agreements_rejects_further_agreements_and_proposals(tes
     approved_agreement(requestor, provider)
 
 
+def test_provider_approves_no_more_agreements_than_its_cores_can_run(testnet: Testnet) -> None:
+    # Room for five agreements, but its offer sells each activity its one core: only one fits.
+    requestor, (provider,) = start_market(testnet, provider_env(max_agreements=5))
+    _, first = negotiate(requestor, provider)
+    _, second = negotiate(requestor, provider)
+    aid1, state1 = agree(requestor, first)
+    assert state1 == "Approved"
+    aid2, state2 = agree(requestor, second)
+    assert state2 == "Rejected"
+    message = requestor.market("get_agreement", agreement_id=aid2)["reason"]["message"]
+    assert "no free cores" in message and "1 of 1 are claimed by 1 approved agreement" in message, message
+    requestor.market("terminate_agreement", agreement_id=aid1, reason={"message": "done"})
+    wait_for("the termination on the provider", lambda: state_on(provider, aid1) == "Terminated", 5)
+    approved_agreement(requestor, provider)  # its core is free again
+
+
 def test_requestor_rejects_a_providers_proposals(testnet: Testnet) -> None:
     requestor, (provider,) = start_market(testnet, provider_env())
     sub = subscribe(requestor)
