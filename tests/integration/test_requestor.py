@@ -75,7 +75,9 @@ def app_key(node: NodeProcess, name: str = "requestor-lib") -> str:
 def net(testnet: Testnet, tmp_path: Path) -> Iterator[Net]:
     with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
         requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
-        providers = [testnet.add(f"provider-{i}", env=provider_env(local)) for i in range(3)]
+        # Debit notes every 2 s, so that sessions of a few seconds get some to check and accept.
+        env = provider_env(local, LOAM_PROVIDER__DEBIT_NOTE_INTERVAL_S="2", LOAM_API__ENABLED="false")
+        providers = [testnet.add(f"provider-{i}", env=env) for i in range(3)]
         payment_call(requestor, "fund", amount="100", timeout_s=90)
         wait_for("three offers", lambda: len(requestor.market("known_offers")) >= 3, 60)
         api_url = json.loads((requestor.data_dir / "node.json").read_text())["api"]
@@ -149,6 +151,9 @@ def test_streaming_output_and_a_service_that_runs_commands_and_stops(net: Net) -
             again = await service.exec("hello", "still-there")  # a failed command does not end the service
             assert "still-there" in again.stdout
             agreement = service.agreement
+            # The provider's debit notes were checked against the agreed prices and accepted.
+            await asyncio.sleep(3.0)
+            assert golem._debited and not golem.rejected, golem.rejected
             await service.stop()
             assert not service.running and agreement is not None and agreement.ended_s is not None
             await service.stop()  # a repeat is a no-op
@@ -173,7 +178,7 @@ def test_redundant_runs_take_the_majority_result_from_different_providers(net: N
     assert len(tasks) == 2
     for t in tasks:
         assert t.status == "done", t.error
-        assert f"n{t.data}" in t.result and "forged" not in t.result
+        assert f"n{t.data}" in t.result and "forged" not in t.result and liar in t.tried
         assert len({p for p, _ in t.results}) == len(t.results) >= 2  # each run on another provider
         assert t.votes >= 2
 
