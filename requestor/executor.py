@@ -108,6 +108,7 @@ async def execute_tasks(
     run = _Run(golem, demand, work, book, timeout_s, provider_timeout_s, pipeline)
     golem.progress.add_tasks(len(book.tasks))
     workers = [asyncio.create_task(run.worker(i), name=f"worker-{i}") for i in range(min(max_workers, len(book.tasks) * redundancy))]
+    golem.workers.update(workers)
     try:
         yielded = 0
         while yielded < len(book.tasks):
@@ -136,6 +137,7 @@ async def execute_tasks(
                 await w
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - ending
                 pass
+        golem.workers.difference_update(workers)
         await demand.stop()
         golem.demands_done(demand)
 

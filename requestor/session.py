@@ -120,7 +120,10 @@ class Demand:
                 await asyncio.sleep(1.0)
                 continue
             for event in events:
-                await self._on_event(event)
+                try:
+                    await self._on_event(event)
+                except (KeyError, TypeError, ValueError) as exc:  # a malformed event must not end negotiation
+                    self._log.warning("market_event_skipped", error=repr(exc), event_type=event.get("eventType"))
             await self._counter_where_needed()
 
     async def _on_event(self, event: dict[str, Any]) -> None:
@@ -178,6 +181,10 @@ class Demand:
                 )
             except ApiError as exc:
                 self._log.info("counter_failed", provider=cand.provider_id, error=str(exc))
+                if exc.status in (404, 409, 410):
+                    # Its Initial proposal expired or its offer was withdrawn: a renewed offer comes as a new one.
+                    del self._candidates[cand.provider_id]
+                    continue
                 cand.countered_s, cand.retry_after_s = 0.0, now + _RECOUNTER_S
 
     async def acquire(
@@ -307,6 +314,7 @@ class Golem:
         self._settled: set[str] = set()  # agreements whose invoice was decided (accepted or rejected)
         self.rejected: list[tuple[str, str]] = []  # (document id, why)
         self._demands: list[Demand] = []
+        self.workers: set[asyncio.Task[None]] = set()  # execute_tasks' workers, cancelled by close()
         self._loops: list[asyncio.Task[None]] = []
         self._started_at = datetime.now(timezone.utc)
         self._want_progress = progress
@@ -358,7 +366,14 @@ class Golem:
     async def close(self) -> None:
         """End every agreement, wait (bounded) for invoices, release the allocation, close the client."""
         try:
-            for demand in self._demands:
+            for worker in list(self.workers):  # an execute_tasks left before its end
+                worker.cancel()
+            for worker in list(self.workers):
+                try:
+                    await worker
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing
+                    pass
+            for demand in list(self._demands):
                 await demand.stop()
             for agreement in list(self.agreements.values()):
                 await self.terminate(agreement, "the requestor is done")
@@ -499,7 +514,7 @@ class Golem:
                     doc_id = event.get("debitNoteId") or event.get("invoiceId")
                     try:
                         await self._decide(kind, str(doc_id))
-                    except ApiError as exc:
+                    except (ApiError, KeyError, TypeError, ValueError) as exc:
                         self._log.warning("payment_decision_failed", kind=kind, document_id=doc_id, error=str(exc))
 
     async def _decide(self, kind: str, doc_id: str) -> None:

@@ -222,6 +222,17 @@ def test_bad_inputs_are_refused_with_clear_errors(net: Net) -> None:
 
     asyncio.run(bad_task_args())
 
+    async def leave_early() -> Golem:
+        # Leaving the loop after the first task: closing the session still ends every agreement.
+        async with net.golem() as golem:
+            async for task in golem.execute_tasks(hello, ["a", "b", "c", "d"], payload=WasmPackage(net.package)):
+                assert task.status == "done"
+                break
+        return golem
+
+    golem = asyncio.run(asyncio.wait_for(leave_early(), 120))
+    assert not golem.agreements and golem._ended and not golem.workers
+
 
 def test_a_provider_killed_mid_run_has_its_tasks_retried_on_another(net: Net) -> None:
     victim = net.providers[0]
