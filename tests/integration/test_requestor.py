@@ -294,3 +294,40 @@ def test_the_examples_run_against_the_testnet(net: Net, tmp_path: Path) -> None:
         assert f"{f}: {i + 1} {3 * (i + 1)} {6 * (i + 1)}  (runs on 2 providers, 2 agreeing)" in out, out
     out = example("service.py", stdin="alice\nbob\n\n")
     assert "[stdout]" in out and "alice" in out and "bob" in out and "service stopped" in out, out
+
+
+def test_a_vm_image_runs_tasks_in_containers_and_is_paid(testnet: Testnet, tmp_path: Path) -> None:
+    import shutil
+
+    from requestor import VmImage
+    from tests.images.support import FileServer, build_images, engine
+
+    engine()
+    images = build_images()
+    www = tmp_path / "vm-www"
+    www.mkdir()
+    shutil.copy(images / "busybox.gvmi", www / "busybox.gvmi")
+    with local_chain(tmp_path) as local, FileServer(www) as server:
+        requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
+        testnet.add("vm-provider", env=provider_env(local, runtime="vm", LOAM_API__ENABLED="false"))
+        payment_call(requestor, "fund", amount="100", timeout_s=90)
+        wait_for("the vm offer", lambda: requestor.market("known_offers"), 60)
+        api_url = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+        net_key = app_key(requestor)
+
+        async def shout(ctx: WorkContext, word: str) -> str:
+            script = ctx.script()
+            out = script.run("/bin/sh", "-c", f"echo {word} | tr a-z A-Z")
+            await ctx.run(script)
+            return out.stdout.strip()
+
+        async def main() -> tuple[list[Any], Golem]:
+            async with Golem(budget="5", app_key=net_key, api_url=api_url, payment_network="local", progress=False,
+                             data_dir=requestor.data_dir) as golem:  # fmt: skip
+                payload = VmImage(server.package("busybox.gvmi"))
+                tasks = [t async for t in golem.execute_tasks(shout, ["abc", "xyz"], payload=payload, timeout_s=120)]
+            return tasks, golem
+
+        tasks, golem = asyncio.run(main())
+        assert sorted(t.result for t in tasks) == ["ABC", "XYZ"], [t.error for t in tasks]
+        assert golem.spent > 0 and len(golem._invoiced) == 1
