@@ -17,8 +17,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from requestor.activity import Activity, RuntimeEvent
 from requestor.errors import ActivityError, ApiError, ConfigurationError, NoProviderError, RequestorError
 from requestor.payload import Payload, Resources

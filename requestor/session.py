@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import structlog
 
 from requestor.activity import Activity
-from requestor.errors import ApiError, ConfigurationError, NoProviderError, RequestorError
+from requestor.errors import ApiError, ConfigurationError, NoProviderError
 from requestor.gftp import GftpServer
 from requestor.payload import Payload, Resources, build_demand
 from requestor.payments import AgreementTerms, check_debit_note, check_invoice, glm_of
