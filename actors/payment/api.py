@@ -119,13 +119,14 @@ def control_methods(ledger: Any, driver: Any, ask_timeout_s: float) -> dict[str,
 
     def fund(amount: Any = "1000", platform: str | None = None) -> dict[str, Any]:
         platform = platform or ask(ledger.default_platform())
-        out = ask(driver.fund(platform, parse_glm(amount)), _FUND_TIMEOUT_S)
+        # The driver hands back a future of the chain thread's work: wait on it here, not in an actor.
+        out = ask(driver.fund(platform, parse_glm(amount))).result(timeout=_FUND_TIMEOUT_S)
         return {**out, "token_wei": str(out["token_wei"]), "gas_wei": str(out["gas_wei"]),
                 "token_glm": format_glm(out["token_wei"])}  # fmt: skip
 
     def balance(platform: str | None = None) -> dict[str, Any]:
         platform = platform or ask(ledger.default_platform())
-        token, gas = ask(driver.balance(platform), _FUND_TIMEOUT_S)
+        token, gas = ask(driver.balance(platform)).result(timeout=_FUND_TIMEOUT_S)
         return {"platform": platform, "token_wei": str(token), "gas_wei": str(gas), "token_glm": format_glm(token)}
 
     return {

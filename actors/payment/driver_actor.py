@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 _ETH = 10**18
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +71,18 @@ class PaymentDriverActor(LoamActor):
         self._networks: dict[str, Network] = {}
         self._chains: dict[str, ch.Chain] = {}
         self._drivers: dict[str, PaymentDriver] = {}
+        self._driver_platforms: frozenset[str] = frozenset()
         self._approved: set[str] = set()
         self._approving: dict[str, str] = {}  # platform -> its approval's tx hash, sent and not yet mined
         self._ledger: pykka.ActorRef | None = None
         self._watch: set[str] = set()  # platforms whose balance the ledger wants
         self._reported_ms = 0
         self._ticker: Ticker | None = None
+        # Every chain call runs on this one thread, in order (the settlement core is not
+        # thread-safe, and one thread keeps its nonces in order); the actor only hands work
+        # over, so it answers its health check and status asks however slow the chain is.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="payment-chain")
+        self._cycling: Future[None] | None = None
 
     def start_up(self) -> None:
         try:
@@ -83,23 +91,43 @@ class PaymentDriverActor(LoamActor):
             # A broken networks file must not stop the node: payments say why they cannot run.
             self._log.error("payment_networks_unreadable", error=str(exc))
         self._ticker = Ticker(self.actor_ref, _Cycle(), self._cfg.batch_interval_s)
-        # Load web3 now, beside the actor: loaded on first use inside it, it held the actor
-        # past its health check on a busy machine (a provider's first payment check).
-        threading.Thread(target=importlib.import_module, args=("actors.payment.chain",), name="web3-preload", daemon=True).start()
+        # Load web3 now, on the chain thread, rather than on a first payment's path.
+        self._submit(importlib.import_module, "actors.payment.chain")
 
     def on_stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
+        # A chain call in progress ends by its own timeout; nothing queued behind it starts.
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run fn on the chain thread; its errors are logged there (and kept in the future)."""
+
+        def run() -> T:
+            try:
+                return fn(*args)
+            except (PaymentError, ChainError, ValueError) as exc:
+                self._log.warning("driver_step_failed", step=getattr(fn, "__name__", "?"), error=str(exc)[:300])
+                raise
+            except Exception as exc:  # a bug: logged with its traceback, the thread goes on
+                self._log.error("driver_step_crashed", step=getattr(fn, "__name__", "?"), error=repr(exc), exc_info=True)
+                raise
+
+        return self._worker.submit(run)
 
     # -- the ledger's side ------------------------------------------------------------
 
     def attach_ledger(self, ledger: pykka.ActorRef, platforms: list[str]) -> None:
         """Where to report settled payments and balances (of these platforms) to."""
         self._ledger = ledger
-        self._watch.update(platforms)
-        for platform in platforms:
-            self._send_balance(platform)  # now, not a cycle later: a requestor allocates soon after start
-        self._reported_ms = 0  # report everything final once more: the ledger ignores what it knows
+
+        def attach() -> None:
+            self._watch.update(platforms)
+            for platform in platforms:
+                self._send_balance(platform)  # now, not a cycle later: a requestor allocates soon after start
+            self._reported_ms = 0  # report everything final once more: the ledger ignores what it knows
+
+        self._submit(attach)
 
     def networks(self) -> list[Network]:
         """The payment networks this node knows."""
@@ -133,19 +161,20 @@ class PaymentDriverActor(LoamActor):
             pass
 
     def on_receive(self, message: Any) -> Any:
-        try:
-            if isinstance(message, _Cycle):
-                self._cycle()
-            elif isinstance(message, SchedulePayment):
-                self._schedule(message)
-            elif isinstance(message, VerifyPayment):
-                self._verify(message)
-            elif isinstance(message, WatchBalance):
-                self._watch.add(message.platform)
-                self._send_balance(message.platform)
-        except (PaymentError, ChainError, ValueError) as exc:
-            self._log.warning("driver_step_failed", error=str(exc)[:300])
+        if isinstance(message, _Cycle):
+            if self._cycling is None or self._cycling.done():  # a slow chain: cycles do not pile up
+                self._cycling = self._submit(self._cycle)
+        elif isinstance(message, SchedulePayment):
+            self._submit(self._schedule, message)
+        elif isinstance(message, VerifyPayment):
+            self._submit(self._verify, message)
+        elif isinstance(message, WatchBalance):
+            self._submit(self._watch_balance, message.platform)
         return None
+
+    def _watch_balance(self, platform: str) -> None:
+        self._watch.add(platform)
+        self._send_balance(platform)
 
     def _chain(self, platform: str) -> ch.Chain:
         from actors.payment import (
@@ -172,6 +201,7 @@ class PaymentDriverActor(LoamActor):
                 batch_max=self._cfg.batch_max, stuck_after_s=self._cfg.stuck_after_s, platform=platform,
             )  # fmt: skip
             self._drivers[platform] = driver
+            self._driver_platforms = frozenset(self._drivers)  # what the actor thread reads (one reference)
         return driver
 
     def _schedule(self, msg: SchedulePayment) -> None:
@@ -235,19 +265,21 @@ class PaymentDriverActor(LoamActor):
             return
         token = gas = None
         try:
-            token, gas = self.balance(platform)
+            token, gas = self._balance(platform)
         except (PaymentError, ChainError) as exc:
             self._log.debug("balance_unknown", platform=platform, error=str(exc)[:200])
         self._tell(self._ledger, BalanceUpdate(platform, self._identity.node_id, token, gas))
 
     # -- asked from the control channel and the ledger's callers ------------------------
 
-    def balance(self, platform: str, address: str | None = None) -> tuple[int, int]:
-        """(token wei, gas wei) of an address (default: this node) on a platform.
+    def balance(self, platform: str, address: str | None = None) -> Future[tuple[int, int]]:
+        """A future of (token wei, gas wei) of an address (default: this node) on a platform, read on the chain thread.
 
-        Raises:
-            PaymentError, ChainError.
+        Its result raises PaymentError or ChainError.
         """
+        return self._submit(self._balance, platform, address)
+
+    def _balance(self, platform: str, address: str | None = None) -> tuple[int, int]:
         from actors.payment import (
             chain as ch,  # web3: imported on first use, not at the node's start
         )
@@ -260,15 +292,17 @@ class PaymentDriverActor(LoamActor):
 
     def status(self) -> dict[str, dict[str, int]]:
         """Payment amounts in wei by driver status (pending, batched, confirmed, failed), per platform."""
-        platforms = set(self._store.open_platforms()) | set(self._drivers)
+        platforms = set(self._store.open_platforms()) | self._driver_platforms
         return {p: self._store.totals(p) for p in sorted(platforms)}
 
-    def fund(self, platform: str, amount_wei: int) -> dict[str, Any]:
-        """Mint test tokens to this node on a test network (and, on the local chain, gas money).
+    def fund(self, platform: str, amount_wei: int) -> Future[dict[str, Any]]:
+        """A future of minting test tokens to this node on a test network (and, on the local chain, gas money).
 
-        Raises:
-            PaymentError: not a test network, or a bad amount. ChainError: the chain refused.
+        Its result raises PaymentError (not a test network, a bad amount) or ChainError (the chain refused).
         """
+        return self._submit(self._fund, platform, amount_wei)
+
+    def _fund(self, platform: str, amount_wei: int) -> dict[str, Any]:
         from actors.payment import (
             chain as ch,  # web3: imported on first use, not at the node's start
         )
@@ -288,7 +322,7 @@ class PaymentDriverActor(LoamActor):
         r = ch.wait_for_receipt(chain, tx, timeout_s=120.0)
         if not r.succeeded:
             raise ChainError(f"mint of {amount_wei} wei to {me} reverted in block {r.block_number}")
-        token, gas = self.balance(platform)
+        token, gas = self._balance(platform)
         self._send_balance(platform)
         return {"platform": platform, "address": me, "tx_hash": tx, "token_wei": token, "gas_wei": gas}
 
