@@ -49,6 +49,10 @@ from protocol.control import (
 from protocol.errors import ControlError, NodeError
 from protocol.identity import Identity
 
+# Every wire message type is registered with the codec before the network starts: a payment
+# document that arrives while the payment actors are still starting is decoded, not dropped.
+__import__("protocol.payment")
+
 __all__ = ["Node", "run_node", "EXIT_ACTOR_FAILED"]
 
 EXIT_ACTOR_FAILED = 70
