@@ -379,6 +379,20 @@ def _usage_loop(unit: Any, out: FrameWriter, started: float, stop: threading.Eve
             return
 
 
+def _die_with_parent(sig: int) -> None:
+    """Ask Linux to send sig to this process when its parent dies (prctl PR_SET_PDEATHSIG); a no-op elsewhere."""
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the child until told to shut down or stdin closes."""
     parser = argparse.ArgumentParser(description="Loam exe-unit child process")
@@ -411,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     # The node stops a child with a shutdown frame or, failing that, a signal; either way
     # the container (for vm) must go, and atexit does not run on SIGTERM by itself.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # A node that dies (SIGKILL) takes its children along: a vm child gets SIGTERM and removes
+    # its container; a wasmtime child gets SIGKILL (a running module never returns to Python
+    # to see a SIGTERM).
+    _die_with_parent(signal.SIGTERM if args.runtime == "vm" else signal.SIGKILL)
     threading.Thread(target=_usage_loop, args=(unit, out, started, stop), daemon=True).start()
     inbox: queue.Queue[Any] = queue.Queue()
 

@@ -577,5 +577,5 @@ def _check_values(sections: dict[str, dict[str, Any]], merged: _Layer) -> None:
 
     if not api["host"]:
         fail("api", "host", "must name a host to listen on")
-    if not 1 <= api["port"] <= 65535:
-        fail("api", "port", "is not a port; a port is 1-65535")
+    if not 0 <= api["port"] <= 65535:
+        fail("api", "port", "is not a port; a port is 0-65535 (0 = any free port, named in node.json)")

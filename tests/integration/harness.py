@@ -134,6 +134,7 @@ class NodeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOAM_")}
         env.update(self.env)
         env.setdefault("LOAM_METRICS__PORT", "0")  # each node its own free port (node.json names it)
+        env.setdefault("LOAM_API__PORT", "0")  # the same for the REST API
         env["PYTHONPATH"] = str(REPO)
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)

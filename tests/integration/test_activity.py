@@ -308,3 +308,27 @@ def test_loam_run_takes_a_script_from_demand_to_results_and_cleans_up(pair: tupl
     agreements = market_call(requestor, "list_agreements", {})
     assert [a["state"] for a in agreements] == ["Terminated"]
     wait_for("no running activity", lambda: not activity(provider, "running"), 10)
+
+
+def test_a_provider_killed_mid_command_takes_its_exe_unit_along(testnet: Testnet, package: str) -> None:
+    from tests.integration.payment_support import exe_unit_pids
+
+    provider = testnet.add("provider", env={"LOAM_PROVIDER__ENABLED": "true"})
+    requestor = testnet.add("requestor")
+    activity_id = activity(requestor, "create", agreement_id=_agreement(requestor, provider, package))["activity_id"]
+    activity(requestor, "exec", activity_id=activity_id,
+             script=[{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "spin", "args": []}}])  # fmt: skip
+    pids = wait_for("the exe-unit running", lambda: exe_unit_pids(provider), 30)
+    wait_for("spin running", lambda: activity(provider, "running")[0]["state"] != "New", 30)
+    provider.kill()
+    # No orphan spins on after its node: the child follows the node that started it.
+    wait_for("the exe-unit gone", lambda: not exe_unit_pids(provider), 10)
+
+    def running(pid: int) -> bool:  # a zombie waits for a reaper, but runs no more
+        try:
+            state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+        except (OSError, StopIteration):
+            return False
+        return "zombie" not in state
+
+    assert not [pid for pid in pids if running(pid)]
