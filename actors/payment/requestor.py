@@ -351,6 +351,8 @@ class RequestorLedger:
         # never past now: the document's own date (the issuer's word) cannot stretch it.
         at_ms = min(at_ms, now_ms())
         lag_s = max(0.0, (at_ms - (view.usage_ms or at_ms)) / 1000.0) + 2.0
+        if view.state in ("Terminated", "Unresponsive"):
+            lag_s = 2.0  # an ended activity's counters stopped: its last usage is final
         for i, name in enumerate(tracked.terms.usage_vector[: len(usage)]):
             if name == "golem.usage.duration_sec":
                 usage[i] += lag_s
