@@ -27,7 +27,7 @@ from requestor.errors import (
     TaskFailedError,
 )
 from requestor.executor import WorkContext, execute_tasks
-from requestor.payload import Payload, Resources, VmImage, WasmPackage, build_demand, task_package_for
+from requestor.payload import Payload, Resources, VmImage, WasmPackage, build_demand, resolve_image, task_package_for
 from requestor.scheduling import Task, TaskBook, majority
 from requestor.script import Command, CommandResult, Script
 from requestor.services import Service
@@ -36,7 +36,7 @@ from requestor.strategy import Custom, LowestPrice, MostThreads, Prices, Provide
 
 __all__ = [
     "Golem", "Agreement", "Demand", "Activity", "RuntimeEvent", "WorkContext", "execute_tasks", "Service",
-    "Payload", "WasmPackage", "VmImage", "Resources", "build_demand", "task_package_for",
+    "Payload", "WasmPackage", "VmImage", "Resources", "build_demand", "task_package_for", "resolve_image",
     "Script", "Command", "CommandResult", "Task", "TaskBook", "majority",
     "Strategy", "LowestPrice", "MostThreads", "Custom", "Prices", "ProviderOffer",
     "RequestorError", "ConfigurationError", "ApiError", "CommandError", "ActivityError", "NoProviderError",

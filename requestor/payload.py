@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "build_demand",
     "parse_task_package",
     "task_package_for",
+    "resolve_image",
 ]
 
 _TASK_PACKAGE = re.compile(r"^hash:sha3:([0-9a-fA-F]{56}):(.+)$")
@@ -118,6 +120,36 @@ def VmImage(task_package: str) -> Payload:  # noqa: N802
         ConfigurationError: a malformed task package string.
     """
     return Payload("vm", task_package, {"golem.srv.comp.vm.package_format": "gvmkit-squash"})
+
+
+async def resolve_image(repo_url: str, *, image_hash: str | None = None, tag: str | None = None) -> Payload:
+    """A VmImage from an image repository (`GET /v1/image/info?hash=…|tag=…&count=true`, as Golem's).
+
+    Raises:
+        ConfigurationError: neither or both of image_hash and tag, a bad URL, or the repository
+            does not know the image (its answer is quoted).
+    """
+    import aiohttp
+
+    if (image_hash is None) == (tag is None):
+        raise ConfigurationError("resolve_image needs exactly one of image_hash (sha3-224 hex) and tag (name:version)")
+    if not isinstance(repo_url, str) or not repo_url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"the image repository URL {repo_url!r} must start with http:// or https://")
+    query = {"hash": image_hash} if image_hash is not None else {"tag": str(tag)}
+    query["count"] = "true"
+    url = repo_url.rstrip("/") + "/v1/image/info"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url, params=query, timeout=aiohttp.ClientTimeout(total=30)) as r:
+            body = await r.text()
+            if r.status != 200:
+                raise ConfigurationError(f"image {image_hash or tag} not found at {repo_url}: {r.status} {body[:200]}")
+            info = json.loads(body)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise ConfigurationError(f"cannot ask the image repository at {repo_url}: {exc}") from exc
+    sha3, link = info.get("sha3"), info.get("https") or info.get("http")
+    if not isinstance(sha3, str) or not isinstance(link, str):
+        raise ConfigurationError(f"the image repository at {repo_url} answered without sha3 and http: {body[:200]}")
+    return VmImage(f"hash:sha3:{sha3}:{link}")
 
 
 def build_demand(

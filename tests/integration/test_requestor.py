@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -299,7 +301,7 @@ def test_the_examples_run_against_the_testnet(net: Net, tmp_path: Path) -> None:
 def test_a_vm_image_runs_tasks_in_containers_and_is_paid(testnet: Testnet, tmp_path: Path) -> None:
     import shutil
 
-    from requestor import VmImage
+    from requestor import resolve_image
     from tests.images.support import FileServer, build_images, engine
 
     engine()
@@ -307,7 +309,18 @@ def test_a_vm_image_runs_tasks_in_containers_and_is_paid(testnet: Testnet, tmp_p
     www = tmp_path / "vm-www"
     www.mkdir()
     shutil.copy(images / "busybox.gvmi", www / "busybox.gvmi")
-    with local_chain(tmp_path) as local, FileServer(www) as server:
+    repo_port = free_port()
+    repo = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "image-repo", "--dir", str(www), "--port", str(repo_port)],
+        cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    repo_url = f"http://127.0.0.1:{repo_port}"
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: (repo.kill(), repo.wait(10)))
+        local = stack.enter_context(local_chain(tmp_path))
+        server = stack.enter_context(FileServer(www))
+        digest = server.package("busybox.gvmi").split(":")[2]
+        wait_for("the image repository", lambda: urllib.request.urlopen(f"{repo_url}/v1/image/info?tag=busybox:latest"), 30)
         requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
         testnet.add("vm-provider", env=provider_env(local, runtime="vm", LOAM_API__ENABLED="false"))
         payment_call(requestor, "fund", amount="100", timeout_s=90)
@@ -322,9 +335,14 @@ def test_a_vm_image_runs_tasks_in_containers_and_is_paid(testnet: Testnet, tmp_p
             return out.stdout.strip()
 
         async def main() -> tuple[list[Any], Golem]:
+            # The image found by its tag in an image repository, as Golem's libraries do.
+            payload = await resolve_image(repo_url, tag="busybox:latest")
+            assert payload.runtime == "vm" and payload.task_package.startswith(f"hash:sha3:{digest}:{repo_url}/")
+            assert payload.demand_properties()["golem.srv.comp.vm.package_format"] == "gvmkit-squash"
+            with pytest.raises(ConfigurationError, match="not found"):
+                await resolve_image(repo_url, tag="nope:1")
             async with Golem(budget="5", app_key=net_key, api_url=api_url, payment_network="local", progress=False,
                              data_dir=requestor.data_dir) as golem:  # fmt: skip
-                payload = VmImage(server.package("busybox.gvmi"))
                 tasks = [t async for t in golem.execute_tasks(shout, ["abc", "xyz"], payload=payload, timeout_s=120)]
             return tasks, golem
 
