@@ -29,7 +29,7 @@ from requestor.errors import ApiError, ConfigurationError, NoProviderError
 from requestor.gftp import GftpServer
 from requestor.payload import Payload, Resources, build_demand
 from requestor.payments import AgreementTerms, check_debit_note, check_invoice, glm_of
-from requestor.rest import RestClient, parse_time
+from requestor.rest import RestClient, _glm, parse_time
 from requestor.strategy import Prices, ProviderOffer, Strategy, as_strategy
 
 __all__ = ["Golem", "Agreement", "Demand"]
@@ -535,7 +535,7 @@ class Golem:
             remaining = await self._remaining()
             already = self._debited_for(agreement_id) if kind == "invoice" else self._debited.get(str(doc.get("activityId")), Decimal(0))
             if remaining is not None and amount - already > remaining:
-                problem = f"{kind} {doc_id} asks {amount} GLM; the budget has {remaining} GLM left"
+                problem = f"{kind} {doc_id} asks {_glm(amount)} GLM; the budget has {_glm(remaining)} GLM left"
         if problem is not None:
             self.rejected.append((doc_id, problem))
             self._log.warning("payment_document_rejected", kind=kind, document_id=doc_id, reason=problem)

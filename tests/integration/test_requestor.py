@@ -235,6 +235,17 @@ def test_bad_inputs_are_refused_with_clear_errors(net: Net) -> None:
     golem = asyncio.run(asyncio.wait_for(leave_early(), 120))
     assert not golem.agreements and golem._ended and not golem.workers
 
+    async def tiny_budget() -> Golem:
+        # One wei set aside: the work runs, but its invoice asks more than is left, so it is refused and why.
+        async with net.golem(budget="0.000000000000000001", invoice_wait_s=30) as golem:
+            async for task in golem.execute_tasks(hello, ["x"], payload=WasmPackage(net.package)):
+                assert task.status == "done"
+        return golem
+
+    golem = asyncio.run(asyncio.wait_for(tiny_budget(), 120))
+    assert golem.rejected and all("the budget has 0.000000000000000001 GLM left" in why for _, why in golem.rejected)
+    assert golem.spent == 0
+
 
 def test_a_provider_killed_mid_run_has_its_tasks_retried_on_another(net: Net) -> None:
     victim = net.providers[0]
