@@ -297,6 +297,22 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX scheduled_payments_by_agreement ON scheduled_payments (agreement_id, status)",
         ),
     ),
+    Migration(
+        name="payment_usage_seen",
+        statements=(
+            # The requestor's record of the usage providers reported for its activities, so
+            # that documents arriving after a restart are still checked against it.
+            """
+            CREATE TABLE usage_seen (
+                activity_id TEXT PRIMARY KEY,
+                agreement_id TEXT NOT NULL,
+                usage TEXT NOT NULL,
+                usage_ms INTEGER NOT NULL,
+                state TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
 ]
 
 

@@ -17,7 +17,7 @@ from actors.activity.view import ActivityView
 from actors.base import FailureHandler, LoamActor, Ticker
 from actors.market.events import MarketError, now_ms
 from actors.net.actor import Received
-from actors.payment.events import ActivityUsage
+from actors.payment.events import ActivityUsage, UsageSeen
 from exeunits.framing import FrameWriter, read_frame
 from protocol.activity import (
     COMMANDS,
@@ -293,6 +293,11 @@ class ActivityActor(LoamActor):
             view = self._views.get(msg.activity_id)
             if view is not None and view.provider_id == sender:
                 view.apply(msg)
+                if self._payment is not None and msg.usage:
+                    try:
+                        self._payment.tell(UsageSeen(msg.activity_id, view.agreement_id, msg.usage, msg.usage_ms, msg.state))
+                    except pykka.ActorDeadError:
+                        self._payment = None
         elif isinstance(msg, ActivityRuntimeEvent):
             view = self._views.get(msg.activity_id)
             if view is not None and view.provider_id == sender:

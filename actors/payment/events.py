@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["EVENT_TYPES", "ActivityUsage", "PaymentEvent", "PaymentEventLog"]
+__all__ = ["EVENT_TYPES", "ActivityUsage", "UsageSeen", "PaymentEvent", "PaymentEventLog"]
 
 # Golem's event types without the document prefix: DebitNoteReceivedEvent, InvoiceSettledEvent…
 EVENT_TYPES = frozenset({"Received", "Accepted", "Rejected", "Cancelled", "Settled", "Failed"})
@@ -22,6 +22,21 @@ class ActivityUsage:
     agreement_id: str
     usage: tuple[float, ...]
     ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSeen:
+    """Activity actor → ledger (requestor side): the usage a provider reported for one of our activities.
+
+    The ledger keeps it, so a document that arrives after a restart (the views are gone) is
+    still checked against what this node saw.
+    """
+
+    activity_id: str
+    agreement_id: str
+    usage: tuple[float, ...]
+    usage_ms: int
+    state: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import pykka
 from actors.base import FailureHandler, LoamActor, Ticker
 from actors.market.events import MarketError
 from actors.net.actor import Received
-from actors.payment.events import ActivityUsage, PaymentEvent, PaymentEventLog
+from actors.payment.events import ActivityUsage, PaymentEvent, PaymentEventLog, UsageSeen
 from actors.payment.ledger import Tolerance
 from actors.payment.ledger_store import DocumentRecord, LedgerStore, PaymentRecord
 from actors.payment.messages import (
@@ -149,6 +149,9 @@ class PaymentLedgerActor(RequestorLedger, ProviderLedger, LoamActor):
                 self._on_network(message.sender, message.message)
             elif isinstance(message, ActivityUsage):
                 self._on_usage(message)
+            elif isinstance(message, UsageSeen):
+                self._track.save_usage_seen(message.activity_id, message.agreement_id, message.usage, message.usage_ms,
+                                            message.state)  # fmt: skip
             elif isinstance(message, PaymentsSettled):
                 self._on_settled(message)
             elif isinstance(message, PaymentVerified):

@@ -342,16 +342,20 @@ class RequestorLedger:
         """The usage we saw of our activity, allowing for the time between its last update and at_ms."""
         try:
             view = self._activity.view(activity_id).get(timeout=self._ask_s)
-        except Exception:  # noqa: BLE001 - ActivityNotFoundError: not one of ours (or from before a restart)
+            seen = (view.agreement_id, tuple(view.usage), view.usage_ms, view.state)
+        except Exception:  # noqa: BLE001 - ActivityNotFoundError: not one of ours, or from before a restart
+            seen = self._track.usage_seen(activity_id)  # what we saw before the restart
+            if seen is None:
+                return None
+        agreement_id, seen_usage, usage_ms, state = seen
+        if agreement_id != tracked.agreement_id:
             return None
-        if view.agreement_id != tracked.agreement_id:
-            return None
-        usage = list(view.usage) or [0.0] * len(tracked.terms.usage_vector)
+        usage = list(seen_usage) or [0.0] * len(tracked.terms.usage_vector)
         # The provider's counters run on while its update travels: allow the time since, but
         # never past now: the document's own date (the issuer's word) cannot stretch it.
         at_ms = min(at_ms, now_ms())
-        lag_s = max(0.0, (at_ms - (view.usage_ms or at_ms)) / 1000.0) + 2.0
-        if view.state in ("Terminated", "Unresponsive"):
+        lag_s = max(0.0, (at_ms - (usage_ms or at_ms)) / 1000.0) + 2.0
+        if state in ("Terminated", "Unresponsive"):
             lag_s = 2.0  # an ended activity's counters stopped: its last usage is final
         for i, name in enumerate(tracked.terms.usage_vector[: len(usage)]):
             if name == "golem.usage.duration_sec":

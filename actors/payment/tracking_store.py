@@ -203,6 +203,25 @@ class TrackingStore:
         ).fetchall()
         return [_activity(r) for r in rows]
 
+    # -- usage seen of our activities (requestor) ---------------------------------------------
+
+    def save_usage_seen(self, activity_id: str, agreement_id: str, usage: tuple[float, ...], usage_ms: int, state: str) -> None:
+        """Keep the latest usage reported for one of our activities (older reports change nothing)."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO usage_seen (activity_id, agreement_id, usage, usage_ms, state) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (activity_id) DO UPDATE SET usage = excluded.usage, usage_ms = excluded.usage_ms, "
+                "state = excluded.state WHERE excluded.usage_ms >= usage_seen.usage_ms",
+                (activity_id, agreement_id, json.dumps(list(usage)), usage_ms, state),
+            )
+
+    def usage_seen(self, activity_id: str) -> tuple[str, tuple[float, ...], int, str] | None:
+        """(agreement id, usage, usage_ms, state) last reported for an activity of ours, or None."""
+        row = self._conn.execute(
+            "SELECT agreement_id, usage, usage_ms, state FROM usage_seen WHERE activity_id = ?", (activity_id,)
+        ).fetchone()
+        return (row[0], tuple(json.loads(row[1])), row[2], row[3]) if row else None
+
     # -- payments handed to the driver (requestor) ------------------------------------------
 
     def add_scheduled(self, p: ScheduledPayment) -> bool:

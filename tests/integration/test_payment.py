@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,38 @@ def test_a_requestor_without_funds_cannot_allocate_and_says_why(testnet: Testnet
             payment_call(requestor, "create_allocation", amount="1")
         assert payment_call(requestor, "release_allocations") == [a["allocation_id"]]
         assert payment_call(requestor, "create_allocation", amount="1")["total_glm"] == "1"
+
+
+def test_an_invoice_issued_while_the_requestor_is_down_is_seen_and_paid_once_it_is_back(testnet: Testnet, tmp_path: Path) -> None:
+    from tests.integration.payment_support import activity_call, negotiate
+
+    with local_chain(tmp_path) as local, wasm_package(tmp_path) as package:
+        requestor = testnet.add("requestor", env=payment_env(local))
+        provider = testnet.add("provider", env=provider_env(local))
+        payment_call(requestor, "fund", amount="10", timeout_s=90)
+        wait_for("the provider's offer", lambda: requestor.market("known_offers"), 30)
+        agreement_id = negotiate(requestor, provider, package)
+        allocation = payment_call(requestor, "create_allocation", amount="1")
+        payment_call(requestor, "pay_agreement_from", agreement_id=agreement_id, allocation_id=allocation["allocation_id"])
+        activity_id = activity_call(requestor, "create", agreement_id=agreement_id)["activity_id"]
+        batch = activity_call(requestor, "exec", activity_id=activity_id, script=SCRIPT)
+        assert [r["result"] for r in activity_call(requestor, "results", activity_id=activity_id, batch_id=batch)] == ["Ok"] * 3
+        activity_call(requestor, "destroy", activity_id=activity_id)
+
+        # The requestor goes down; the provider ends the agreement and invoices it meanwhile.
+        requestor.stop()
+        provider.market("terminate_agreement", agreement_id=agreement_id, reason={"message": "work done"})
+        issued = wait_for("the invoice issued", lambda: _invoices(provider, "issued"), 30)
+        assert issued[0]["status"] == "Issued"  # not acknowledged: nobody there to receive it
+        time.sleep(2)  # a re-send or two into the void
+
+        # Back (a restart: its activity views are gone, what it saw of the usage is not).
+        requestor.start()
+        settled = wait_for("the invoice settled on the requestor",
+                           lambda: [d for d in _invoices(requestor, "received") if d["status"] == "Settled"], 120)  # fmt: skip
+        amount = int(settled[0]["amount_wei"])
+        assert settled[0]["document_id"] == issued[0]["document_id"] and amount > 0
+        wait_for("the invoice settled on the provider",
+                 lambda: [d for d in _invoices(provider, "issued") if d["status"] == "Settled"], 60)  # fmt: skip
+        assert token_balance(local, provider.node_id) == amount
+        assert token_balance(local, requestor.node_id) == 10 * 10**18 - amount
