@@ -226,6 +226,12 @@ class MarketApi:
             timeout_s=timeout_s + _MARGIN_S, expect_json=False,
         )  # fmt: skip
 
+    async def cancel_agreement(self, agreement_id: str, message: str) -> None:
+        """Withdraw an agreement not yet approved (a repeat is a no-op)."""
+        await self._rest.call(
+            "POST", f"{MARKET}/agreements/{_p(agreement_id)}/cancel", {"message": message}, expect_json=False
+        )
+
     async def terminate_agreement(self, agreement_id: str, message: str, code: str = "Success") -> None:
         await self._rest.call(
             "POST", f"{MARKET}/agreements/{_p(agreement_id)}/terminate",

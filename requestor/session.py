@@ -244,6 +244,7 @@ class Demand:
     async def _agree(self, draft: ProviderOffer) -> Agreement | None:
         market = self._golem.rest.market
         valid_to = datetime.now(timezone.utc) + timedelta(seconds=self._golem.expiration_s - 30)
+        agreement_id = ""
         try:
             agreement_id = await market.create_agreement(draft.proposal_id, valid_to)
             await market.confirm_agreement(agreement_id, self._golem.session_id)
@@ -258,6 +259,11 @@ class Demand:
                         raise
         except ApiError as exc:
             self._log.info("agreement_not_made", provider=draft.provider_id, error=str(exc))
+            if agreement_id and exc.status == 408:  # still pending: withdraw it rather than leave it hanging
+                try:
+                    await market.cancel_agreement(agreement_id, "the provider did not answer in time")
+                except ApiError:
+                    pass
             return None
         agreement = Agreement(agreement_id, draft, time.time(), self)
         self._golem._on_agreement(agreement)
