@@ -32,7 +32,8 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
     table = Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col, justify="right" if col.endswith(("GLM", "count")) else "left")
+        table.add_column(col, justify="right" if col.endswith(("GLM", "count")) else "left",
+                         overflow="fold" if col == "tx" else "ellipsis")  # a transaction hash is shown whole
     for row in rows:
         table.add_row(*[str(c) for c in row])
     Console().print(table)

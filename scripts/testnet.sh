@@ -36,6 +36,7 @@ HOST=127.0.0.1
 TESTNET_DIR="${LOAM_TESTNET_DIR:-$REPO/.testnet}"
 CONVERGE_TIMEOUT_S="${LOAM_CONVERGE_TIMEOUT_S:-60}"
 DEMO_TIMEOUT_S="${LOAM_DEMO_TIMEOUT_S:-30}"
+DEMO_TASKS="${LOAM_DEMO_TASKS:-12}" # tasks of the demo batch (0: none)
 DEMO_TOPIC=demo
 # node-0 is the requestor; the others sell compute (wasmtime) with their provider agents.
 # One agreement at a time: a provider sells its one core to one activity (others go elsewhere).
@@ -745,10 +746,54 @@ JSON
     info "demo job: node-0 runs an exe-script on a provider (demand -> agreement -> activity -> results)"
     "$LOAM" run --data-dir "$(node_dir 0)" --package "$(cat "$package_file")" --script "$script" --timeout 60 \
         --budget 5 --wait-payment 90 || die "the demo job failed"
+    demo_batch "$(cat "$package_file")"
+    wait_settled 90
     say ""
     "$LOAM" market agreements --data-dir "$(node_dir 0)"
     say ""
+    "$LOAM" payment payments --data-dir "$(node_dir 0)"
     "$LOAM" payment status --data-dir "$(node_dir 0)"
+}
+
+# wait_settled SECONDS: until every invoice node-0 received is paid on the chain (Settled).
+wait_settled() {
+    local deadline=$((SECONDS + $1)) open=""
+    while :; do
+        open="$("$LOAM" payment documents --data-dir "$(node_dir 0)" --kind invoice --json |
+            json_eval 'sum(1 for x in d if x["role"] == "received" and x["status"] != "Settled")' 2>/dev/null || echo "?")"
+        if [[ "$open" == 0 ]]; then
+            info "every invoice node-0 received is settled on the chain"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            warn "$open invoice(s) of node-0 not settled after $1 s (scripts/testnet.sh logs node-0)"
+            return 0
+        fi
+        sleep 0.5
+    done
+}
+
+# The batch: the requestor library (examples/batch_files.py) over node-0's REST API counts
+# the words of DEMO_TASKS files on the providers (files in and out through gftp), pays for
+# the work from its budget, and waits for the invoices.
+demo_batch() {
+    local package="$1" inputs="$TESTNET_DIR/demo-inputs" i
+    ((DEMO_TASKS > 0)) || return 0
+    rm -rf "$inputs"
+    mkdir -p "$inputs"
+    for ((i = 1; i <= DEMO_TASKS; i++)); do
+        local line=0
+        for ((line = 0; line < i * 3; line++)); do
+            printf 'task %s: providers sell compute, requestors buy it\n' "$i"
+        done >"$inputs/text-$i.txt"
+    done
+    say ""
+    info "demo batch: $DEMO_TASKS tasks with the requestor library over node-0's REST API (examples/batch_files.py)"
+    (
+        eval "$(cmd_env)"
+        "$PY" "$REPO/examples/batch_files.py" --package "$package" --data-dir "$(node_dir 0)" --budget 5 \
+            --workers "$((NODES - 1))" "$inputs"/text-*.txt
+    ) || die "the demo batch failed"
 }
 
 # item_latencies TMPDIR ITEM_ID ELAPSED_MS: reads TMPDIR/I.json (`loam debug items

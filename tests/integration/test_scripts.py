@@ -37,13 +37,18 @@ def test_testnet_up_status_demo_env_down(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         for i in range(4):
             assert f"node-{i}" in status.stdout
-        demo = _run("scripts/testnet.sh", "demo", "--dir", str(net_dir), timeout_s=240)
+        demo = _run("scripts/testnet.sh", "demo", "--dir", str(net_dir), timeout_s=240, env={"LOAM_DEMO_TASKS": "6"})
         assert demo.returncode == 0, demo.stdout + demo.stderr
         output = demo.stdout + demo.stderr
         assert "reached all 4 nodes" in output
         # The demo job: demand → agreement → activity → results on one of the providers, paid on the chain.
         assert "approved by" in output and "[3] Ok" in output and "[5] Ok: signed" in output, output
         assert re.search(r"invoice \w+ of [0-9.]+ GLM settled in 0x[0-9a-f]{64}", output), output
+        # The batch through the requestor library: every file counted, the invoices paid on the chain.
+        counted = re.findall(r"text-(\d+)\.txt: (\d+) (\d+) (\d+)", output)
+        assert sorted(int(i) for i, *_ in counted) == list(range(1, 7)), output
+        assert all(int(lines) == 3 * int(i) for i, lines, *_ in counted)
+        assert "every invoice node-0 received is settled on the chain" in output, output
         # `env` points Golem clients at node-0's REST API; the key it prints works.
         env = _run("scripts/testnet.sh", "env", "--dir", str(net_dir))
         assert env.returncode == 0, env.stderr
