@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -24,11 +23,24 @@ _MAX_SCRIPTS = 10_000
 _ENDED = ("Terminated", "Unresponsive")
 
 
+_MAX_VIEWS = 10_000
+
+
 async def _view(ctx: ApiContext, activity_id: str) -> Any:
+    # A view is one object for the activity's whole life (the activity actor updates it in
+    # place, thread-safely): kept here, exec and results calls skip an actor round trip.
+    views: dict[str, Any] = ctx.extra.setdefault("views", {})
+    view = views.get(activity_id)
+    if view is not None:
+        return view
     try:
-        return await ctx.call(ctx.activity.view, activity_id)
+        view = await ctx.call(ctx.activity.view, activity_id)
     except ActivityNotFoundError:
         raise ApiError(404, f"activity {activity_id} not found") from None
+    views[activity_id] = view
+    while len(views) > _MAX_VIEWS:
+        del views[next(iter(views))]
+    return view
 
 
 async def create_activity(ctx: ApiContext, request: web.Request) -> web.Response:
