@@ -301,26 +301,49 @@ start_node() {
     env ${env_args[@]+"${env_args[@]}"} "$LAUNCH_PEER" "${args[@]}"
 }
 
-# node-0 first (the others bootstrap from its contact), then all providers at once.
+# identities_and_contact: every node gets an identity (unencrypted: a testnet) if it has
+# none, in one process; prints node-0's contact address, which follows from its key.
+identities_and_contact() {
+    local dirs=() i
+    for ((i = 0; i < NODES; i++)); do
+        dirs+=("$(node_dir "$i")")
+    done
+    "$PY" - "$(node_host 0):$(node_port 0)" "${dirs[@]}" <<'PYEOF'
+import sys
+from pathlib import Path
+
+from actors.net.actor import contact_address
+from node.keystore import KeyStore
+from node.storage import db_path, ensure_data_dir, open_database
+
+endpoint, dirs = sys.argv[1], sys.argv[2:]
+contact = ""
+for i, d in enumerate(dirs):
+    data_dir = ensure_data_dir(Path(d))
+    conn = open_database(db_path(data_dir))
+    try:
+        store = KeyStore(data_dir, conn)
+        info = store.get(None) if store.list() else store.create(alias=data_dir.name, password=None)
+        if i == 0:
+            contact = contact_address(store.unlock(info, None).curve_public, endpoint)
+    finally:
+        conn.close()
+print(contact)
+PYEOF
+}
+
+# All nodes at once: the providers bootstrap from node-0's contact, known from its key before
+# it starts (they keep dialling until it listens).
 up_nodes() {
-    local dir contact
-    dir="$(node_dir 0)"
-    if ! start_node 0 ""; then
-        down_nodes >/dev/null || true
-        die "node-0 did not start"
-    fi
-    contact="$(json_eval 'd.get("contact")' "$dir/node.json" 2>/dev/null || true)"
-    if [[ -z "$contact" ]]; then
-        down_nodes >/dev/null || true
-        die "node-0 wrote no contact address in $dir/node.json"
-    fi
-    local i pids=() tmp failed=()
+    local contact i pids=() tmp failed=()
+    contact="$(identities_and_contact)" || die "could not create the nodes' identities"
+    [[ -n "$contact" ]] || die "no contact address for node-0"
     tmp="$(make_tmp)"
-    for ((i = 1; i < NODES; i++)); do
+    for ((i = 0; i < NODES; i++)); do
         start_node "$i" "$contact" >"$tmp/$i.out" 2>&1 &
         pids[i]=$!
     done
-    for ((i = 1; i < NODES; i++)); do
+    for ((i = 0; i < NODES; i++)); do
         wait "${pids[i]}" || failed+=("$(node_name "$i")")
         cat "$tmp/$i.out"
     done

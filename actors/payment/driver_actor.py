@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,8 +90,6 @@ class PaymentDriverActor(LoamActor):
             # A broken networks file must not stop the node: payments say why they cannot run.
             self._log.error("payment_networks_unreadable", error=str(exc))
         self._ticker = Ticker(self.actor_ref, _Cycle(), self._cfg.batch_interval_s)
-        # Load web3 now, on the chain thread, rather than on a first payment's path.
-        self._submit(importlib.import_module, "actors.payment.chain")
 
     def on_stop(self) -> None:
         if self._ticker is not None:
