@@ -377,16 +377,27 @@ up_web() {
     info "demo files served at http://$(service_host):$(web_port)/ (pid $!)"
 }
 
-down_web() {
-    local pid_file="$TESTNET_DIR/web.pid" pid
+# stop_service PID_FILE PATTERN LABEL: stop the process in PID_FILE if its command line
+# matches PATTERN (not some other process that took its pid): SIGTERM, then SIGKILL after 5 s.
+stop_service() {
+    local pid_file="$1" pattern="$2" label="$3" pid i
     [[ -f "$pid_file" ]] || return 0
     pid="$(cat "$pid_file")"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q http.server; then
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern"; then
         kill "$pid" 2>/dev/null || true
-        info "stopped the demo web server (pid $pid)"
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        info "stopped $label (pid $pid)"
     fi
     rm -f "$pid_file"
 }
+
+down_web() { stop_service "$TESTNET_DIR/web.pid" http.server "the demo web server"; }
 
 # An image repository (Golem's GET /v1/image/info) on BASE_PORT + 97, serving the GVMI
 # images in DIR/images: the test busybox image when squashfs-tools can build it.
@@ -405,16 +416,7 @@ up_images() {
     info "image repository at http://$(service_host):$(images_port)/v1/image/info (pid $!)"
 }
 
-down_images() {
-    local pid_file="$TESTNET_DIR/images.pid" pid
-    [[ -f "$pid_file" ]] || return 0
-    pid="$(cat "$pid_file")"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q image-repo; then
-        kill "$pid" 2>/dev/null || true
-        info "stopped the image repository (pid $pid)"
-    fi
-    rm -f "$pid_file"
-}
+down_images() { stop_service "$TESTNET_DIR/images.pid" image-repo "the image repository"; }
 
 # The testnet's chain: anvil on BASE_PORT + 98 (chain id 31337, a block per transaction),
 # with the test GLM token and the multi-transfer contract deployed on it; their addresses
@@ -437,16 +439,7 @@ up_chain() {
 }
 DEPLOY_PID=""
 
-down_chain() {
-    local pid_file="$TESTNET_DIR/anvil.pid" pid
-    [[ -f "$pid_file" ]] || return 0
-    pid="$(cat "$pid_file")"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q anvil; then
-        kill "$pid" 2>/dev/null || true
-        info "stopped anvil (pid $pid)"
-    fi
-    rm -f "$pid_file"
-}
+down_chain() { stop_service "$TESTNET_DIR/anvil.pid" anvil anvil; }
 
 # The requestor (node-0) gets test GLM and gas money on the testnet's chain, and an app
 # key for its REST API (`env` prints it).
