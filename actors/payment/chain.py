@@ -23,7 +23,12 @@ from web3.exceptions import (
     Web3Exception,
 )
 
-from actors.payment.networks import Network, load_network_layers, load_networks, platform_name
+from actors.payment.networks import (
+    Network,
+    load_network_layers,
+    load_networks,
+    platform_name,
+)
 from protocol.errors import ChainError
 
 if TYPE_CHECKING:

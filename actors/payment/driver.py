@@ -14,7 +14,12 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3Exception
 
 from actors.payment import chain as ch
-from actors.payment.driver_store import LIVE_TX_STATUSES, DriverStore, PaymentConflictError, TxRow
+from actors.payment.driver_store import (
+    LIVE_TX_STATUSES,
+    DriverStore,
+    PaymentConflictError,
+    TxRow,
+)
 from protocol.errors import ChainError
 
 if TYPE_CHECKING:

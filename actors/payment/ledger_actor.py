@@ -12,7 +12,12 @@ import pykka
 from actors.base import FailureHandler, LoamActor, Ticker
 from actors.market.events import MarketError
 from actors.net.actor import Received
-from actors.payment.events import ActivityUsage, PaymentEvent, PaymentEventLog, UsageSeen
+from actors.payment.events import (
+    ActivityUsage,
+    PaymentEvent,
+    PaymentEventLog,
+    UsageSeen,
+)
 from actors.payment.ledger import Tolerance
 from actors.payment.ledger_store import DocumentRecord, LedgerStore, PaymentRecord
 from actors.payment.messages import (

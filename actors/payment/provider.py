@@ -10,7 +10,7 @@ from actors.payment.ledger import amount_due_wei
 from actors.payment.ledger_store import ACCEPTED_STATUSES, DocumentRecord, PaymentRecord
 from actors.payment.messages import PaymentVerified, VerifyPayment
 from actors.payment.requestor import FINAL_AGREEMENT_STATES, now_ms
-from actors.payment.terms import read_terms
+from actors.payment.terms import tracked_from
 from actors.payment.tracking_store import TrackedActivity, TrackedAgreement
 from protocol.errors import PaymentError
 from protocol.payment import (
@@ -42,12 +42,7 @@ class ProviderLedger:
         rec = self._market.get_agreement(agreement_id).get(timeout=self._ask_s)
         if rec.role != "provider":
             return None
-        parties = read_terms(rec.terms)
-        now = now_ms()
-        tracked = TrackedAgreement(
-            agreement_id, "provider", rec.terms.requestor_id, parties.platform, parties.payee_address,
-            parties.payer_address, parties.terms, None, False, "open", None, now, now,
-        )  # fmt: skip
+        tracked = tracked_from(rec, now_ms())
         self._track.add_agreement(tracked)
         return tracked
 

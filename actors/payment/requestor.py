@@ -24,7 +24,7 @@ from actors.payment.messages import (
     split_platform,
 )
 from actors.payment.networks import Network
-from actors.payment.terms import read_terms
+from actors.payment.terms import tracked_from
 from actors.payment.tracking_store import ScheduledPayment, TrackedAgreement
 from protocol.errors import AllocationError, PaymentError, PaymentNotFoundError
 from protocol.identity import keccak
@@ -257,12 +257,7 @@ class RequestorLedger:
                 return None
             if rec.role != "requestor" or rec.state not in ("Approved", "Terminated", "Expired"):
                 return None
-            parties = read_terms(rec.terms)
-            now = now_ms()
-            tracked = TrackedAgreement(
-                agreement_id, "requestor", rec.terms.provider_id, parties.platform, parties.payee_address,
-                parties.payer_address, parties.terms, None, False, "open", None, now, now,
-            )  # fmt: skip
+            tracked = tracked_from(rec, now_ms())
             self._track.add_agreement(tracked)
         if provider_id is not None and tracked.peer_id != provider_id:
             return None

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from actors.payment.tracking_store import AgreementTerms
+from actors.payment.tracking_store import AgreementTerms, TrackedAgreement
 from protocol.errors import PaymentError
 
 if TYPE_CHECKING:
+    from actors.market.store import AgreementRecord
     from protocol.market import AgreementTerms as MarketTerms
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "PAYMENT_TIMEOUT_KEY",
     "PaymentParties",
     "read_terms",
+    "tracked_from",
 ]
 
 DEBIT_NOTE_INTERVAL_KEY = "golem.com.scheme.payu.debit-note.interval-sec?"
@@ -80,3 +82,17 @@ def read_terms(t: MarketTerms) -> PaymentParties:
         threads=max(1, int(_number(offer, "golem.inf.cpu.threads") or 1)),
     )  # fmt: skip
     return PaymentParties(platform, str(payee), str(payer), terms)
+
+
+def tracked_from(rec: AgreementRecord, now_ms: int) -> TrackedAgreement:
+    """A new, open TrackedAgreement for an agreement of this node, from its side (role).
+
+    Raises:
+        PaymentError: the agreement has no linear price or no payment platform.
+    """
+    parties = read_terms(rec.terms)
+    peer = rec.terms.requestor_id if rec.role == "provider" else rec.terms.provider_id
+    return TrackedAgreement(
+        rec.terms.agreement_id, rec.role, peer, parties.platform, parties.payee_address, parties.payer_address,
+        parties.terms, None, False, "open", None, now_ms, now_ms,
+    )  # fmt: skip

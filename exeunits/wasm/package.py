@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from protocol.errors import PackageError
+from protocol.jsontypes import json_type
 
 __all__ = [
     "MANIFEST_NAME",
@@ -427,7 +428,7 @@ def _parse_manifest(
     except ValueError as exc:  # from _no_duplicate_keys
         raise PackageError(f"{where}: {exc}") from exc
     if not isinstance(doc, dict):
-        raise PackageError(f"{where} must be a JSON object, not {_json_type(doc)}")
+        raise PackageError(f"{where} must be a JSON object, not {json_type(doc, array='a list')}")
     _check_keys(doc, _MANIFEST_KEYS, ("id", "name", "entry-points"), where)
     pkg_id = _text(doc["id"], f"{where}: id")
     name = _text(doc["name"], f"{where}: name")
@@ -435,7 +436,7 @@ def _parse_manifest(
 
     raw_entries = doc["entry-points"]
     if not isinstance(raw_entries, list):
-        raise PackageError(f"{where}: entry-points must be a list, not {_json_type(raw_entries)}")
+        raise PackageError(f"{where}: entry-points must be a list, not {json_type(raw_entries, array='a list')}")
     if not raw_entries:
         raise PackageError(f"{where}: entry-points is empty; a package needs at least one module to run")
     entries: list[EntryPoint] = []
@@ -443,7 +444,7 @@ def _parse_manifest(
     for i, item in enumerate(raw_entries):
         at = f"{where}: entry-points[{i}]"
         if not isinstance(item, dict):
-            raise PackageError(f"{at} must be an object, not {_json_type(item)}")
+            raise PackageError(f"{at} must be an object, not {json_type(item, array='a list')}")
         _check_keys(item, _ENTRY_POINT_KEYS, _ENTRY_POINT_KEYS, at)
         entry_id = _text(item["id"], f"{at}.id")
         if entry_id in seen_ids:
@@ -451,13 +452,13 @@ def _parse_manifest(
         seen_ids.add(entry_id)
         wasm_path = item["wasm-path"]
         if not isinstance(wasm_path, str):
-            raise PackageError(f"{at}.wasm-path must be a string, not {_json_type(wasm_path)}")
+            raise PackageError(f"{at}.wasm-path must be a string, not {json_type(wasm_path, array='a list')}")
         check_relative_path(wasm_path, f"{at}.wasm-path")
         entries.append(EntryPoint(id=entry_id, wasm_path=wasm_path))
 
     raw_mounts = doc.get("mount-points", [])
     if not isinstance(raw_mounts, list):
-        raise PackageError(f"{where}: mount-points must be a list, not {_json_type(raw_mounts)}")
+        raise PackageError(f"{where}: mount-points must be a list, not {json_type(raw_mounts, array='a list')}")
     mounts: list[MountPoint] = []
     seen_paths: set[str] = set()
     for i, item in enumerate(raw_mounts):
@@ -468,7 +469,7 @@ def _parse_manifest(
         if mode not in MOUNT_MODES:
             raise PackageError(f'{at}: unknown mode {mode!r} (expected "ro", "rw" or "wo")')
         if not isinstance(path, str):
-            raise PackageError(f"{at}.{mode} must be a string, not {_json_type(path)}")
+            raise PackageError(f"{at}.{mode} must be a string, not {json_type(path, array='a list')}")
         # "output/" means the folder "output"; anything else odd is refused below.
         path = path[:-1] if path.endswith("/") and len(path) > 1 else path
         check_relative_path(path, f"{at}: mount point")
@@ -491,7 +492,7 @@ def _check_keys(obj: dict[str, Any], allowed: tuple[str, ...], required: tuple[s
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise PackageError(f"{where} must be a string, not {_json_type(value)}")
+        raise PackageError(f"{where} must be a string, not {json_type(value, array='a list')}")
     if not value.strip():
         raise PackageError(f"{where} is empty")
     if len(value) > MAX_TEXT_CHARS:
@@ -499,19 +500,3 @@ def _text(value: Any, where: str) -> str:
     if any(ord(c) < 0x20 or c == "\x7f" for c in value):
         raise PackageError(f"{where}: control characters are not allowed")
     return value
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from node.api.errors import ApiError
+from protocol.jsontypes import json_type
 
 __all__ = [
     "parse_json",
@@ -80,7 +81,7 @@ def _no_constant(name: str) -> Any:
 def require_object(value: Any, what: str) -> dict[str, Any]:
     """value if it is a JSON object, else a 400."""
     if not isinstance(value, dict):
-        raise ApiError(400, f"{what} must be a JSON object, not {_json_type(value)}")
+        raise ApiError(400, f"{what} must be a JSON object, not {json_type(value)}")
     return value
 
 
@@ -88,7 +89,7 @@ def optional_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
     """obj[key] when it is a string, None when absent or null, else a 400."""
     value = obj.get(key)
     if value is not None and not isinstance(value, str):
-        raise ApiError(400, f"{what}.{key} must be a string, not {_json_type(value)}")
+        raise ApiError(400, f"{what}.{key} must be a string, not {json_type(value)}")
     return value
 
 
@@ -102,9 +103,9 @@ def demand_offer_base(body: Any, what: str = "the demand") -> tuple[dict[str, An
     props = obj.get("properties")
     cons = obj.get("constraints")
     if "properties" not in obj or not isinstance(props, dict):
-        raise ApiError(400, f"{what} needs properties, a JSON object (got {_json_type(props)})")
+        raise ApiError(400, f"{what} needs properties, a JSON object (got {json_type(props)})")
     if "constraints" not in obj or not isinstance(cons, str):
-        raise ApiError(400, f"{what} needs constraints, a string (got {_json_type(cons)})")
+        raise ApiError(400, f"{what} needs constraints, a string (got {json_type(cons)})")
     return props, cons
 
 
@@ -211,7 +212,7 @@ def exe_script(body: Any) -> list[dict[str, Any]]:
     obj = require_object(body, "the exe-script request")
     text = obj.get("text")
     if not isinstance(text, str):
-        raise ApiError(400, f"the exe-script request needs text, a string holding the ExeScript JSON (got {_json_type(text)})")
+        raise ApiError(400, f"the exe-script request needs text, a string holding the ExeScript JSON (got {json_type(text)})")
     try:
         commands = parse_json(text.encode("utf-8", "surrogatepass"))
     except ApiError as exc:
@@ -231,28 +232,12 @@ def exe_script(body: Any) -> list[dict[str, Any]]:
         if params is None:
             params = {}
         if not isinstance(params, dict):
-            raise ApiError(400, f"command {index} ({name}): its body must be an object, not {_json_type(params)}")
+            raise ApiError(400, f"command {index} ({name}): its body must be an object, not {json_type(params)}")
         problem = check(params)
         if problem:
             raise ApiError(400, f"command {index} ({name}): {problem}")
         out.append({name: params})
     return out
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _str_list(value: Any) -> bool:
