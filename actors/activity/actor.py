@@ -44,6 +44,7 @@ __all__ = ["ActivityActor", "ActivityError", "ActivityNotFoundError", "validate_
 _UNRESPONSIVE_AFTER_MS = 15_000
 _UPDATE_EVERY_MS = 1_000
 _QUERY_AFTER_MS = 3_000
+_PROVIDER_SILENT_MS = 15_000  # requestor side: no update for this long makes a view Unresponsive
 _STOP_GRACE_S = 1.0
 _KILL_GRACE_S = 5.0
 
@@ -523,6 +524,11 @@ class ActivityActor(LoamActor):
             if now - run.last_update_ms >= _UPDATE_EVERY_MS:
                 self._send_update(run, run.order[-1] if run.order else "")
         for view in self._views.values():
+            # A provider sends an update every second while an activity runs: silence this long
+            # means it is gone (killed, cut off), and clients should not wait on it any more.
+            if view.state not in ("Terminated", "Unresponsive") and now - view.heard_ms > _PROVIDER_SILENT_MS:
+                view.mark_unresponsive(f"the provider sent nothing for {_PROVIDER_SILENT_MS // 1000} s")
+                self._log.warning("activity_provider_silent", activity_id=view.activity_id, provider=view.provider_id)
             waiting = view.state == "New" or any(not b.finished for b in view.batches.values())
             if waiting and view.state not in ("Terminated", "Unresponsive") and now - view.updated_ms > _QUERY_AFTER_MS:
                 view.updated_ms = now

@@ -38,6 +38,7 @@ class ActivityView:
         self.usage: tuple[float, ...] = ()
         self.usage_ms = 0
         self.updated_ms = int(time.time() * 1000)
+        self.heard_ms = self.updated_ms  # when the provider last sent an update (or the view was made)
         self.batches: dict[str, BatchView] = {}
         self._cond = threading.Condition()
 
@@ -53,7 +54,7 @@ class ActivityView:
                 batch = self.batches.setdefault(update.batch_id, BatchView())
                 if len(update.results) >= len(batch.results):
                     batch.results = list(update.results)
-            self.updated_ms = int(time.time() * 1000)
+            self.updated_ms = self.heard_ms = int(time.time() * 1000)
             self._cond.notify_all()
 
     def add_event(self, event: ActivityRuntimeEvent) -> None:
@@ -66,6 +67,13 @@ class ActivityView:
         """Note a batch we sent."""
         with self._cond:
             self.batches.setdefault(batch_id, BatchView())
+
+    def mark_unresponsive(self, error: str) -> None:
+        """The provider has gone quiet: nothing heard for too long (an update later revives the view)."""
+        with self._cond:
+            if self.state not in ("Terminated", "Unresponsive"):
+                self.state, self.error = "Unresponsive", error
+                self._cond.notify_all()
 
     def terminate_locally(self, reason: str) -> None:
         """Mark the activity ended on our side (the provider may be gone)."""

@@ -332,3 +332,7 @@ def test_a_provider_killed_mid_command_takes_its_exe_unit_along(testnet: Testnet
         return "zombie" not in state
 
     assert not [pid for pid in pids if running(pid)]
+    # The requestor stops waiting on it: its view turns Unresponsive once the updates stop.
+    state = wait_for("the requestor's view Unresponsive",
+                     lambda: (s := activity(requestor, "state", activity_id=activity_id))["state"] == "Unresponsive" and s, 40)  # fmt: skip
+    assert "the provider sent nothing" in state["error"]
