@@ -316,9 +316,8 @@ class PaymentLedgerActor(RequestorLedger, ProviderLedger, LoamActor):
                 msg = rec.document if rec.role == "issued" and rec.unacked == rec.document.TYPE else rec.reply
                 if msg is not None:
                     self._maybe_resend(rec.peer_id, msg, rec.document_id, now)
-        for p in self._docs.payments("made"):
-            if p.unacked:
-                self._maybe_resend(p.payment.payee_id, p.payment, p.payment.payment_id, now)
+        for p in self._docs.payments("made", unacked=True):
+            self._maybe_resend(p.payment.payee_id, p.payment, p.payment.payment_id, now)
 
     def _maybe_resend(self, peer: str, msg: Any, key: str, now: int) -> None:
         every_s = self._resend_s.get(key, self._cfg.resend_s)

@@ -284,11 +284,23 @@ class LedgerStore:
             )
         return True
 
-    def payments(self, role: str) -> list[PaymentRecord]:
-        """Payments made or received, oldest first."""
+    def payments(
+        self, role: str, *, payment_id: str | None = None, tx_hash: str | None = None, unacked: bool = False
+    ) -> list[PaymentRecord]:
+        """Payments made or received, oldest first; only one id's, one transaction's, or those not acknowledged if asked."""
+        where, args = ["role = ?"], [role]
+        if payment_id is not None:
+            where.append("payment_id = ?")
+            args.append(payment_id)
+        if tx_hash is not None:
+            where.append("lower(tx_hash) = lower(?)")
+            args.append(tx_hash)
+        if unacked:
+            where.append("unacked != ''")
         rows = self._conn.execute(
-            "SELECT document, role, created_ms, unacked FROM ledger_payments WHERE role = ? ORDER BY created_ms, rowid",
-            (role,),
+            "SELECT document, role, created_ms, unacked FROM ledger_payments WHERE "
+            + " AND ".join(where) + " ORDER BY created_ms, rowid",
+            tuple(args),
         ).fetchall()
         return [PaymentRecord(decode(r[0], PaymentSent), r[1], r[2], r[3]) for r in rows]
 

@@ -168,7 +168,7 @@ class ProviderLedger:
         notice.verify()
         if notice.payer_id != sender or notice.payee_id != self.node_id:
             raise PaymentError(f"payment {notice.payment_id} from {sender} is from {notice.payer_id} to {notice.payee_id}")
-        if any(r.payment.payment_id == notice.payment_id for r in self._docs.payments("received")):
+        if self._docs.payments("received", payment_id=notice.payment_id):
             self._net.send(sender, DocumentAck(notice.payment_id, "payment", notice.TYPE))
             return
         for agreement_id, _ in notice.agreement_amounts:
@@ -207,7 +207,7 @@ class ProviderLedger:
         if msg.transferred_wei is None:
             return  # not confirmed yet: asked again later
         claimed = sum(
-            wei(r.payment.amount_wei) for r in self._docs.payments("received") if r.payment.tx_hash.lower() == msg.tx_hash.lower()
+            wei(r.payment.amount_wei) for r in self._docs.payments("received", tx_hash=msg.tx_hash)
         )
         if claimed + wei(notice.amount_wei) > msg.transferred_wei:
             del self._verifying[msg.payment_id]

@@ -93,8 +93,14 @@ def test_payments_are_kept_once_and_counted_per_agreement(store: LedgerStore) ->
     assert store.paid_wei(sent.agreement_amounts[0][0], "made") == 2**70 + 7
     assert store.paid_wei(sent.agreement_amounts[0][0], "received") == 2**70 + 7
     assert store.payments("made") == [PaymentRecord(sent, "made", 10, payment.PaymentSent.TYPE)]
+    assert store.payments("made", unacked=True) == store.payments("made")
+    assert [r.payment for r in store.payments("received", payment_id=sent.payment_id)] == [sent]
+    assert store.payments("received", payment_id="other") == []
+    assert [r.payment for r in store.payments("received", tx_hash=sent.tx_hash.upper())] == [sent]  # any case
+    assert store.payments("received", tx_hash="0x" + "00" * 32) == []
     assert store.mark_payment_acked(sent.payment_id, "made")
     assert store.payments("made")[0].unacked == ""
+    assert store.payments("made", unacked=True) == []
 
 
 def test_agreement_account_is_rebuilt_from_the_store(store: LedgerStore) -> None:
