@@ -6,12 +6,14 @@ the queues from their own threads, so a long poll never blocks the actor.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from protocol.errors import NodeError
 
@@ -51,6 +53,9 @@ class AgreementNotFoundError(MarketError):
 
 class InvalidTransitionError(MarketError):
     """An agreement or proposal operation not allowed in its current state."""
+
+
+E = TypeVar("E")
 
 
 def now_ms() -> int:
@@ -165,12 +170,13 @@ class EventQueue:
 @dataclass(slots=True)
 class _Logged:
     seq: int
-    event: AgreementOperationEvent
+    event: Any
 
 
 @dataclass
 class EventLog:
-    """Agreement operation events of the node, in order; readers ask for those after a time."""
+    """Events of the node in order (agreement operations; the payment ledger's too), each a frozen
+    dataclass with an `event_ms`; readers ask for those after a time, waiting from their own threads."""
 
     max_events: int = 100_000
     _events: deque[_Logged] = field(default_factory=deque)
@@ -178,24 +184,28 @@ class EventLog:
     _seq: itertools.count = field(default_factory=itertools.count)
     _last_ms: int = 0
 
-    def append(self, event: AgreementOperationEvent) -> AgreementOperationEvent:
+    def append(self, event: E) -> E:
         """Add an event; its time is made strictly later than the previous one's."""
         with self._cond:
-            stamp = max(event.event_ms, self._last_ms + 1)
+            stamp = max(event.event_ms, self._last_ms + 1)  # type: ignore[attr-defined]
             self._last_ms = stamp
-            event = AgreementOperationEvent(stamp, event.agreement_id, event.kind, event.terminator, event.reason)
+            event = dataclasses.replace(event, event_ms=stamp)  # type: ignore[type-var]
             self._events.append(_Logged(next(self._seq), event))
             while len(self._events) > self.max_events:
                 self._events.popleft()
             self._cond.notify_all()
             return event
 
-    def after(self, after_ms: int, max_events: int, timeout_s: float) -> list[AgreementOperationEvent]:
-        """Events strictly after after_ms, waiting up to timeout_s for one."""
+    def after(
+        self, after_ms: int, max_events: int, timeout_s: float, match: Callable[[Any], bool] | None = None
+    ) -> list[Any]:
+        """Events strictly after after_ms (and that match, if given), waiting up to timeout_s for one."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._cond:
             while True:
-                found = [e.event for e in self._events if e.event.event_ms > after_ms][:max_events]
+                found = [
+                    e.event for e in self._events if e.event.event_ms > after_ms and (match is None or match(e.event))
+                ][: max(0, max_events)]
                 left = deadline - time.monotonic()
                 if found or left <= 0:
                     return found

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
+
+from actors.market.events import EventLog
 
 __all__ = ["EVENT_TYPES", "ActivityUsage", "UsageSeen", "PaymentEvent", "PaymentEventLog"]
 
@@ -54,6 +53,8 @@ class PaymentEvent:
 class PaymentEventLog:
     """The node's payment events in order, strictly increasing in time; readers wait from their own threads.
 
+    The market's EventLog, read by document kind.
+
     >>> log = PaymentEventLog()
     >>> e = log.append(PaymentEvent(5, "invoice", "i1", "Received", "received"))
     >>> [x.document_id for x in log.after("invoice", 4, 10, 0.0)]
@@ -61,38 +62,18 @@ class PaymentEventLog:
     """
 
     def __init__(self, max_events: int = 100_000) -> None:
-        self._max = max_events
-        self._events: deque[PaymentEvent] = deque()
-        self._cond = threading.Condition()
-        self._last_ms = 0
+        self._log = EventLog(max_events=max_events)
 
     def append(self, event: PaymentEvent) -> PaymentEvent:
         """Add an event; its time is made strictly later than the previous one's."""
-        with self._cond:
-            stamp = max(event.event_ms, self._last_ms + 1)
-            self._last_ms = stamp
-            event = replace(event, event_ms=stamp)
-            self._events.append(event)
-            while len(self._events) > self._max:
-                self._events.popleft()
-            self._cond.notify_all()
-            return event
+        return self._log.append(event)
 
     def after(self, kind: str | None, after_ms: int, max_events: int, timeout_s: float) -> list[PaymentEvent]:
         """Events of a kind (None: both) strictly after after_ms, waiting up to timeout_s for one."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        with self._cond:
-            while True:
-                found = [
-                    e for e in self._events if e.event_ms > after_ms and (kind is None or e.kind == kind)
-                ][: max(0, max_events)]
-                left = deadline - time.monotonic()
-                if found or left <= 0:
-                    return found
-                self._cond.wait(left)
+        match = None if kind is None else (lambda e: e.kind == kind)
+        return self._log.after(after_ms, max_events, timeout_s, match)
 
     @property
     def last_ms(self) -> int:
         """Time of the newest event (0 if none)."""
-        with self._cond:
-            return self._last_ms
+        return self._log.last_ms
