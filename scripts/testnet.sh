@@ -859,21 +859,25 @@ node_index() {
     printf '%s\n' "$node"
 }
 
-cmd_cut() {
+# set_link NODE up|down: the node's link to the bridge (--hosts), what cut and heal turn.
+set_link() {
     require_env
-    [[ -n "$HOSTS_MODE" ]] || die "cut works on a testnet started with up --hosts"
+    [[ -n "$HOSTS_MODE" ]] || die "cut and heal work on a testnet started with up --hosts"
     local i
     i="$(node_index "${1:-}")"
-    ip link set "$(node_veth "$i")" down
+    ip link set "$(node_veth "$i")" "$2"
+    printf '%s\n' "$i"
+}
+
+cmd_cut() {
+    local i
+    i="$(set_link "${1:-}" down)" || exit 1
     info "$(node_name "$i") is off the network (its link $(node_veth "$i") is down); scripts/testnet.sh heal $(node_name "$i") brings it back"
 }
 
 cmd_heal() {
-    require_env
-    [[ -n "$HOSTS_MODE" ]] || die "heal works on a testnet started with up --hosts"
     local i
-    i="$(node_index "${1:-}")"
-    ip link set "$(node_veth "$i")" up
+    i="$(set_link "${1:-}" up)" || exit 1
     info "$(node_name "$i") is back on the network"
 }
 
