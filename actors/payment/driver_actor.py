@@ -32,17 +32,7 @@ if TYPE_CHECKING:
     from node.settings import Settings
     from protocol.identity import Identity
 
-__all__ = [
-    "PaymentDriverActor",
-    "SchedulePayment",
-    "VerifyPayment",
-    "PaymentVerified",
-    "PaymentsSettled",
-    "BalanceUpdate",
-    "WatchBalance",
-    "network_paths",
-    "split_platform",
-]
+__all__ = ["PaymentDriverActor"]  # its messages live in actors/payment/messages.py
 
 _ETH = 10**18
 T = TypeVar("T")
