@@ -183,10 +183,12 @@ def test_redundant_runs_take_the_majority_result_from_different_providers(net: N
         assert f"n{t.data}" in t.result and "forged" not in t.result  # the liar never wins
         assert len({p for p, _ in t.results}) == len(t.results) >= 2  # each run on another provider
         assert t.votes >= 2
-        if liar in t.tried:  # it ran and was outvoted
-            assert [v for p, v in t.results if p == liar] == ["forged"] and len(t.results) == 3
-    # Two agreeing runs decide a task, so the liar runs only where it is among the first two;
-    # over six tasks it is (the chance it never is: about 1 in 700).
+        lies = [v for p, v in t.results if p == liar]
+        assert lies in ([], ["forged"])
+        if lies:  # its answer came before the task was decided, and two agreeing runs outvoted it
+            assert len(t.results) == 3
+    # Three runs of a task start at once and two agreeing ones decide it (a later answer is not
+    # counted), so the liar's run may be cut short; over six tasks it runs somewhere.
     assert any(liar in t.tried for t in tasks)
 
 
