@@ -1,21 +1,30 @@
 """The vm exe-unit: one activity's container on the Docker engine, driven by exe-script commands.
 
 ``deploy`` prepares the task package's image (see ``image.py``) and creates a container
-from it: no network unless the agreement allows it, the agreement's memory and cpu
-limits, one host folder per volume the image declares (under ``<workdir>/volumes``), and
-a shell loop as its main process so that ``run`` can execute commands in it. ``start``
-starts it; ``run`` executes ``entry_point args...`` inside with output going to the same
-files (and stream events) as the wasmtime exe-unit's; ``transfer`` moves files between
-http(s) URLs and ``container:/path``; ``close`` removes the container and its folders::
+from it: no network unless the agreement allows it (or the requestor's VPN, below), the
+agreement's memory and cpu limits, one host folder per volume the image declares (under
+``<workdir>/volumes``), and a shell loop as its main process so that ``run`` can execute
+commands in it. ``start`` starts it; ``run`` executes ``entry_point args...`` inside with
+output going to the same files (and stream events) as the wasmtime exe-unit's; ``transfer``
+moves files between http(s) URLs and ``container:/path``; ``close`` removes the container,
+its network and its folders::
 
     unit = VmExeUnit(args, out)          # args: the child's parsed arguments
     unit.deploy({}); unit.start({})
     stdout, stderr, _ = unit.run("batch-1", 0, {"entry_point": "/bin/echo", "args": ["hi"]})
     unit.close()
 
-Every container carries the labels ``loam.activity=<workdir name>`` and
-``loam.root=<workdir's parent>``; ``sweep()`` removes the containers that a killed child
-left behind.
+A ``deploy`` whose ``net`` describes the requestor's VPN (what yapapi and golem-core
+send: ``{"net": [{"id", "ip", "mask", "nodeIp", "nodes", "gateway"}], "hosts": {...}}``)
+puts the container, when the agreement gives it no network, on a Docker network of its
+own, ``loam-vpn-<workdir name>``, created ``internal``: the node on the host can open
+connections to the container's address there (``container_address()``) to relay the
+requestor's, while the container has no route out of the host. ``hosts`` become entries
+of the container's /etc/hosts.
+
+Every container and network carries the labels ``loam.activity=<workdir name>`` and
+``loam.root=<workdir's parent>``; ``sweep()`` removes the containers and networks that a
+killed child left behind.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import argparse
 import atexit
 import codecs
 import contextlib
+import ipaddress
 import os
 import re
 import shutil
@@ -56,8 +66,10 @@ __all__ = [
     "ROOT_LABEL",
     "RUNTIME_NAME",
     "DEFAULT_PIDS_LIMIT",
+    "VPN_NETWORK_PREFIX",
     "VmExeUnit",
     "connect",
+    "container_address",
     "engine_available",
     "sweep",
 ]
@@ -78,6 +90,13 @@ _KILL_GRACE_S = 2.0
 # get_archive reports Go's os.FileMode: directory, symlink, device, named pipe, socket,
 # char device and irregular are type bits; a regular file has none of them.
 _GO_FILE_TYPE_BITS = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
+VPN_NETWORK_PREFIX = "loam-vpn-"
+# What a deploy's VPN description may hold: yagna accepts a few networks per activity.
+_MAX_VPN_NETWORKS = 4
+_MAX_HOSTS = 256
+_VPN_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+# A host name as /etc/hosts takes it: no blanks, and no ':' (the engine's "name:ip" form).
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
 
 
 def connect(timeout_s: float = _ENGINE_TIMEOUT_S) -> docker.DockerClient:
@@ -108,10 +127,11 @@ def engine_available() -> bool:
 
 
 def sweep(client: docker.DockerClient, label: str = ACTIVITY_LABEL) -> list[str]:
-    """Remove every container (running or not) carrying ``label``; returns their ids.
+    """Remove every container (running or not) carrying ``label``, then every network; returns the containers' ids.
 
     ``label`` is a key (``loam.activity``: every activity container on this engine) or
     ``key=value`` (``loam.activity=<id>``: one activity's; ``loam.root=<dir>``: one node's).
+    The networks are the activities' VPN networks; one that cannot be removed is logged.
 
         >>> sweep(client, f"{ROOT_LABEL}={activities_dir}")   # at node start: what a killed node left
 
@@ -122,7 +142,7 @@ def sweep(client: docker.DockerClient, label: str = ACTIVITY_LABEL) -> list[str]
 
     try:
         found = client.api.containers(all=True, quiet=True, filters={"label": label})
-    except docker.errors.DockerException as exc:
+    except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
         raise ExeUnitError(f"cannot list the containers labelled {label}: {exc}") from exc
     removed = []
     for entry in found:
@@ -131,7 +151,43 @@ def sweep(client: docker.DockerClient, label: str = ACTIVITY_LABEL) -> list[str]
             removed.append(container_id)
     if removed:
         structlog.get_logger().bind(component="vm").info("vm_containers_swept", label=label, count=len(removed))
+    try:
+        networks = client.api.networks(filters={"label": label})
+    except (docker.errors.DockerException, OSError) as exc:
+        raise ExeUnitError(f"cannot list the networks labelled {label}: {exc}") from exc
+    gone = sum(_remove_network(client, entry["Id"]) for entry in networks)
+    if gone:
+        structlog.get_logger().bind(component="vm").info("vm_networks_swept", label=label, count=gone)
     return removed
+
+
+def container_address(client: docker.DockerClient, activity_id: str, root: str) -> str | None:
+    """The IPv4 address of the activity's running container (on its VPN network or bridge); None without one.
+
+    The container is the one labelled ``loam.activity=<activity_id>`` and ``loam.root=<root>``;
+    None when it is not running or has no network::
+
+        >>> container_address(client, activity_id, str(activities_dir))
+        '172.19.0.2'
+
+    Raises:
+        ExeUnitError: the engine does not answer.
+    """
+    import docker.errors
+
+    filters = {"label": [f"{ACTIVITY_LABEL}={activity_id}", f"{ROOT_LABEL}={root}"], "status": "running"}
+    try:
+        found = client.api.containers(filters=filters)
+    except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
+        raise ExeUnitError(f"cannot list the containers of activity {activity_id}: {exc}") from exc
+    for entry in found:
+        networks = (entry.get("NetworkSettings") or {}).get("Networks") or {}
+        # The VPN network first: a container is on it or on bridge, but be sure which is asked for.
+        for name in sorted(networks, key=lambda n: not n.startswith(VPN_NETWORK_PREFIX)):
+            address = (networks[name] or {}).get("IPAddress")
+            if address:
+                return str(address)
+    return None
 
 
 class VmExeUnit:
@@ -154,6 +210,7 @@ class VmExeUnit:
         self._max_package_bytes: int = getattr(args, "max_package_bytes", None) or _DEFAULT_MAX_TRANSFER_BYTES
         self._client = client
         self._container_id: str | None = None
+        self._network_id: str | None = None
         self._volumes: dict[str, Path] = {}  # guest path -> host folder
         self.image: VmImage | None = None
         self._peak_memory_bytes = 0
@@ -170,6 +227,11 @@ class VmExeUnit:
         return self._container_id
 
     @property
+    def network_id(self) -> str | None:
+        """The id of the activity's VPN network, when deploy created one (None after close)."""
+        return self._network_id
+
+    @property
     def volumes(self) -> dict[str, Path]:
         """The image's volumes: container path -> host folder."""
         return dict(self._volumes)
@@ -179,10 +241,13 @@ class VmExeUnit:
     def deploy(self, params: dict[str, Any]) -> str:
         """Prepare the image and create the container (state Deployed).
 
+        With a ``net`` (the requestor's VPN) and no network from the agreement, the container
+        goes on an internal network of its own instead of none; ``hosts`` go to its /etc/hosts.
+
         Raises:
-            ExeUnitError: see ``prepare_image``; a bad ``env``; the engine refuses the container.
+            ExeUnitError: see ``prepare_image``; a bad ``env``, ``hostname``, ``net`` or ``hosts``
+                (then nothing is created); the engine refuses the network or the container.
         """
-        import docker.errors
         from docker.types import Mount
 
         from exeunits.vm.image import prepare_image
@@ -197,6 +262,8 @@ class VmExeUnit:
         hostname = params.get("hostname")
         if hostname is not None and (not isinstance(hostname, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", hostname)):
             raise ExeUnitError("deploy hostname must be a host name")
+        vpn = _vpn_networks(params.get("net"))
+        extra_hosts = _extra_hosts(params.get("hosts"))
         client = self._engine()
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -215,9 +282,54 @@ class VmExeUnit:
             self._volumes[guest] = host
             # Mount, not a "host:guest:rw" bind string: a colon in a path cannot change its meaning.
             mounts.append(Mount(target=guest, source=str(host), type="bind"))
+        labels = {ACTIVITY_LABEL: self.workdir.name, ROOT_LABEL: str(self.workdir.parent)}
+        network_mode = "bridge" if self._allow_network else "none"
+        if vpn and not self._allow_network:
+            # The bridge network would also give a route out; the VPN only needs the node
+            # (on the host) to reach the container.
+            network_mode = self._create_vpn_network(client, labels, vpn)
+        try:
+            created = self._create_container(client, image, mounts, network_mode, env, labels, hostname, extra_hosts)
+        except BaseException:
+            self._remove_vpn_network()
+            raise
+        self._container_id = created["Id"]
+        self.image = image
+        self.state = "Deployed"
+        self._log.info("vm_deployed", image=image.tag, cached=image.cached, container=created["Id"][:12], network=network_mode)
+        how = "cached" if image.cached else "downloaded and imported"
+        return f"deployed image {image.tag} ({how}), volumes: {', '.join(self._volumes) or 'none'}"
+
+    def _create_vpn_network(self, client: docker.DockerClient, labels: dict[str, str], vpn: list[dict[str, Any]]) -> str:
+        """Create the activity's internal network; returns its name."""
+        import docker.errors
+
+        name = VPN_NETWORK_PREFIX + self.workdir.name
+        try:
+            created = client.api.create_network(name, driver="bridge", internal=True, labels=labels, check_duplicate=True)
+        except docker.errors.DockerException as exc:
+            raise ExeUnitError(f"the Docker engine refused the VPN network {name}: {_explain(exc)}") from exc
+        self._network_id = created["Id"]
+        self._log.info("vm_vpn_network_created", network=name, id=created["Id"][:12], vpn=[n["id"] for n in vpn])
+        return name
+
+    def _create_container(
+        self,
+        client: docker.DockerClient,
+        image: VmImage,
+        mounts: list[Any],
+        network_mode: str,
+        env: dict[str, str],
+        labels: dict[str, str],
+        hostname: str | None,
+        extra_hosts: dict[str, str],
+    ) -> dict[str, Any]:
+        import docker.errors
+
         host_config = client.api.create_host_config(
             mounts=mounts,
-            network_mode="bridge" if self._allow_network else "none",
+            network_mode=network_mode,
+            extra_hosts=extra_hosts or None,
             mem_limit=self._memory_bytes,
             # The same value: no swap on top of the memory limit.
             memswap_limit=self._memory_bytes,
@@ -227,9 +339,8 @@ class VmExeUnit:
             init=True,  # docker-init as pid 1 reaps what `run` commands leave behind
             auto_remove=False,
         )
-        labels = {ACTIVITY_LABEL: self.workdir.name, ROOT_LABEL: str(self.workdir.parent)}
         try:
-            created = client.api.create_container(
+            created: dict[str, Any] = client.api.create_container(
                 image.id,
                 entrypoint=["/bin/sh", "-c", _INIT],
                 command=[],
@@ -237,16 +348,13 @@ class VmExeUnit:
                 labels=labels,
                 hostname=hostname,
                 host_config=host_config,
-                network_disabled=not self._allow_network,
+                # Network mode "none" alone already leaves only lo; a disabled network also
+                # leaves /etc/hosts unmanaged, without the hosts deploy asked for.
+                network_disabled=network_mode == "none" and not extra_hosts,
             )
         except docker.errors.DockerException as exc:
             raise ExeUnitError(f"the Docker engine refused a container of image {image.tag}: {_explain(exc)}") from exc
-        self._container_id = created["Id"]
-        self.image = image
-        self.state = "Deployed"
-        self._log.info("vm_deployed", image=image.tag, cached=image.cached, container=created["Id"][:12])
-        how = "cached" if image.cached else "downloaded and imported"
-        return f"deployed image {image.tag} ({how}), volumes: {', '.join(self._volumes) or 'none'}"
+        return created
 
     def start(self, params: dict[str, Any]) -> str:
         """Start the container (state Ready).
@@ -459,17 +567,23 @@ class VmExeUnit:
         return self._cpu_s, self._peak_memory_bytes
 
     def close(self) -> None:
-        """Remove the container (killing what runs in it) and the volume folders; idempotent."""
+        """Remove the container (killing what runs in it), its VPN network and the volume folders; idempotent."""
         container_id, self._container_id = self._container_id, None
         if container_id is not None and self._client is not None:
             _remove_container(self._client, container_id)
             self._log.info("vm_container_removed", container=container_id[:12])
+        self._remove_vpn_network()
         shutil.rmtree(self.workdir / "volumes", ignore_errors=True)
         self._volumes.clear()
         self.state = "Terminated"
         atexit.unregister(self.close)
 
     # -- internals ----------------------------------------------------------------------
+
+    def _remove_vpn_network(self) -> None:
+        network_id, self._network_id = self._network_id, None
+        if network_id is not None and self._client is not None and _remove_network(self._client, network_id):
+            self._log.info("vm_vpn_network_removed", network=network_id[:12])
 
     def _engine(self) -> docker.DockerClient:
         if self._client is None:
@@ -617,6 +731,101 @@ def _remove_container(client: docker.DockerClient, container_id: str) -> bool:
     except docker.errors.DockerException as exc:
         structlog.get_logger().bind(component="vm").error("vm_container_not_removed", container=container_id[:12], error=str(exc))
         return False
+
+
+def _remove_network(client: docker.DockerClient, network_id: str) -> bool:
+    """Remove a network; False when it was already gone or cannot go (logged)."""
+    import docker.errors
+
+    try:
+        client.api.remove_network(network_id)
+        return True
+    except docker.errors.NotFound:
+        return False
+    except (docker.errors.DockerException, OSError) as exc:
+        structlog.get_logger().bind(component="vm").error("vm_network_not_removed", network=network_id[:12], error=str(exc))
+        return False
+
+
+def _ipv4(value: Any, field: str) -> ipaddress.IPv4Address:
+    if not isinstance(value, str):
+        raise ExeUnitError(f"deploy {field} must be an IPv4 address, not {value!r}")
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ExeUnitError(f"deploy {field} {value!r} is not an IPv4 address") from None
+
+
+def _vpn_networks(value: Any) -> list[dict[str, Any]]:
+    """A deploy's ``net``, checked: up to four VPN descriptions; [] when absent.
+
+    Raises:
+        ExeUnitError: a description that is not what yapapi and golem-core send (the message names the field).
+    """
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ExeUnitError("deploy net must be a list of networks")
+    if len(value) > _MAX_VPN_NETWORKS:
+        raise ExeUnitError(f"deploy net lists {len(value)} networks, at most {_MAX_VPN_NETWORKS} are allowed")
+    checked = []
+    for i, net in enumerate(value):
+        where = f"net[{i}]"
+        if not isinstance(net, dict):
+            raise ExeUnitError(f"deploy {where} must be a map")
+        net_id = net.get("id")
+        if not isinstance(net_id, str) or not _VPN_ID.fullmatch(net_id):
+            raise ExeUnitError(f"deploy {where}.id must be 1 to 128 characters of A-Z a-z 0-9 _ . -")
+        ip = _ipv4(net.get("ip"), f"{where}.ip")
+        mask = net.get("mask")
+        if mask is None:
+            mask = "255.255.255.0"
+        _ipv4(mask, f"{where}.mask")
+        try:
+            # Host bits in ip are tolerated: the network is what ip and mask select.
+            network = ipaddress.IPv4Network(f"{ip}/{mask}", strict=False)
+        except ValueError:
+            raise ExeUnitError(f"deploy {where}.mask {mask} is not a netmask") from None
+        inside = f"{ip}/{mask}"
+        if "nodeIp" not in net:
+            raise ExeUnitError(f"deploy {where}.nodeIp is missing")
+        node_ip = _ipv4(net["nodeIp"], f"{where}.nodeIp")
+        if node_ip not in network:
+            raise ExeUnitError(f"deploy {where}.nodeIp {node_ip} is not inside {inside}")
+        gateway = net.get("gateway")
+        if gateway is not None:
+            _ipv4(gateway, f"{where}.gateway")
+        nodes = net.get("nodes")
+        nodes = {} if nodes is None else nodes
+        if not isinstance(nodes, dict):
+            raise ExeUnitError(f"deploy {where}.nodes must be a map of IPv4 addresses to node ids")
+        for address, node in nodes.items():
+            if _ipv4(address, f"{where}.nodes address") not in network:
+                raise ExeUnitError(f"deploy {where}.nodes address {address} is not inside {inside}")
+            if not isinstance(node, str):
+                raise ExeUnitError(f"deploy {where}.nodes[{address}] must be a node id (a string)")
+        checked.append({"id": net_id, "network": network, "node_ip": node_ip, "gateway": gateway, "nodes": dict(nodes)})
+    return checked
+
+
+def _extra_hosts(value: Any) -> dict[str, str]:
+    """A deploy's ``hosts`` (host name -> IPv4 address), checked; {} when absent.
+
+    Raises:
+        ExeUnitError: not a map, too many entries, a bad name or a value that is not an IPv4 address.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ExeUnitError("deploy hosts must be a map of host names to IPv4 addresses")
+    if len(value) > _MAX_HOSTS:
+        raise ExeUnitError(f"deploy hosts has {len(value)} entries, at most {_MAX_HOSTS} are allowed")
+    hosts = {}
+    for name, address in value.items():
+        if not isinstance(name, str) or not _HOST_NAME.fullmatch(name):
+            raise ExeUnitError(f"deploy hosts: {name!r} is not a host name")
+        hosts[name] = str(_ipv4(address, f"hosts[{name}]"))
+    return hosts
 
 
 def _exit_message(entry: str, code: int, memory_bytes: int | None) -> str:

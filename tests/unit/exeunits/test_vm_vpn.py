@@ -1,0 +1,244 @@
+"""VmExeUnit's VPN deploy against the real Docker engine: an internal network the host reaches, its clean-up, validation."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from exeunits.child import _CommandFailed
+from exeunits.vm.unit import ACTIVITY_LABEL, ROOT_LABEL, VPN_NETWORK_PREFIX, VmExeUnit, container_address, sweep
+from protocol.errors import ExeUnitError
+from tests.images.support import GVMI_NAME, FileServer, build_images, engine, forget_images
+
+__all__: list[str] = []
+
+REQUESTOR_ID = "0x" + "a1" * 20
+PROVIDER_ID = "0x" + "b2" * 20
+
+
+def _net(**overrides: Any) -> dict[str, Any]:
+    """One VPN description as yapapi sends it in deploy."""
+    net = {
+        "id": "c0ffee0123456789abcdef",
+        "ip": "192.168.0.0",
+        "mask": "255.255.255.0",
+        "gateway": "192.168.0.1",
+        "nodeIp": "192.168.0.2",
+        "nodes": {"192.168.0.1": REQUESTOR_ID, "192.168.0.2": PROVIDER_ID},
+    }
+    net.update(overrides)
+    return net
+
+
+class Recorder:
+    """Stands in for the child's FrameWriter."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def write(self, msg: Any) -> None:
+        self.messages.append(msg)
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    return engine()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
+    root = tmp_path_factory.mktemp("served-vpn")
+    (root / GVMI_NAME).write_bytes((build_images() / GVMI_NAME).read_bytes())
+    with FileServer(root) as srv:
+        yield srv
+    forget_images(engine(), root)
+
+
+@pytest.fixture
+def root(tmp_path: Path, client: docker.DockerClient) -> Iterator[Path]:
+    """The activities' folder of one test; whatever the test leaves labelled with it is swept afterwards."""
+    folder = tmp_path / "activities"
+    yield folder
+    sweep(client, f"{ROOT_LABEL}={folder}")
+
+
+def _new_unit(root: Path, server: FileServer, client: docker.DockerClient, **overrides: Any) -> VmExeUnit:
+    workdir = root / f"act-{os.urandom(6).hex()}"
+    values: dict[str, Any] = {
+        "workdir": str(workdir),
+        "cache_dir": str(root.parent / "cache"),
+        "package": server.package(GVMI_NAME),
+        "memory_bytes": 64 * 1024 * 1024,
+        "wall_s": 60.0,
+        "max_package_bytes": 64 * 1024 * 1024,
+        "cpus": 0.5,
+        "allow_network": False,
+    }
+    values.update(overrides)
+    return VmExeUnit(argparse.Namespace(**values), Recorder(), client=client)  # type: ignore[arg-type]
+
+
+def _networks(client: docker.DockerClient, label: str) -> list[dict[str, Any]]:
+    return client.api.networks(filters={"label": label})
+
+
+def _sh(unit: VmExeUnit, script: str) -> str:
+    return unit.run("b", 0, {"entry_point": "/bin/sh", "args": ["-c", script]})[0] or ""
+
+
+def test_vpn_container_is_reachable_from_the_host_but_cannot_reach_out(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    unit = _new_unit(root, server, client)
+    try:
+        unit.deploy({"net": [_net()]})
+        unit.start({})
+        network = client.api.inspect_network(unit.network_id)
+        assert network["Name"] == VPN_NETWORK_PREFIX + unit.workdir.name
+        assert network["Internal"] is True and network["Driver"] == "bridge"
+        assert network["Labels"] == {ACTIVITY_LABEL: unit.workdir.name, ROOT_LABEL: str(unit.workdir.parent)}
+        assert client.api.inspect_container(unit.container_id)["HostConfig"]["NetworkMode"] == network["Name"]
+        # busybox httpd daemonizes (no -f): the command returns and the server stays.
+        _sh(unit, "echo hello-from-the-vpn > /tmp/index.html && httpd -p 8080 -h /tmp")
+        address = container_address(client, unit.workdir.name, str(unit.workdir.parent))
+        assert address is not None
+        with urllib.request.urlopen(f"http://{address}:8080/index.html", timeout=10) as response:
+            assert response.read() == b"hello-from-the-vpn\n"
+        with pytest.raises(_CommandFailed):
+            _sh(unit, "nc -w 2 1.1.1.1 80 < /dev/null")
+    finally:
+        unit.close()
+
+
+def test_close_removes_the_vpn_network(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    unit = _new_unit(root, server, client)
+    unit.deploy({"net": [_net()]})
+    label = f"{ACTIVITY_LABEL}={unit.workdir.name}"
+    assert [n["Id"] for n in _networks(client, label)] == [unit.network_id]
+    unit.close()
+    assert _networks(client, label) == []
+    assert unit.network_id is None
+    unit.close()  # idempotent
+
+
+def test_sweep_removes_networks_a_killed_node_left(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    unit = _new_unit(root, server, client)
+    unit.deploy({"net": [_net()]})
+    unit.start({})
+    # A network without its container, as when a child was killed between the two (the
+    # root fixture sweeps it should this test fail).
+    labels = {ACTIVITY_LABEL: "act-orphan", ROOT_LABEL: str(root)}
+    client.api.create_network(VPN_NETWORK_PREFIX + f"orphan-{os.urandom(4).hex()}", internal=True, labels=labels)
+    assert len(_networks(client, f"{ROOT_LABEL}={root}")) == 2
+    assert sweep(client, f"{ROOT_LABEL}={root}") == [unit.container_id]
+    assert _networks(client, f"{ROOT_LABEL}={root}") == []
+    unit.close()  # both already gone: no error
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"net": {"id": "x"}}, "deploy net must be a list"),
+        ({"net": [_net() for _ in range(5)]}, "5 networks, at most 4"),
+        ({"net": ["192.168.0.0/24"]}, r"net\[0\] must be a map"),
+        ({"net": [_net(id="")]}, r"net\[0\]\.id"),
+        ({"net": [_net(id="a b/c")]}, r"net\[0\]\.id"),
+        ({"net": [_net(id="x" * 129)]}, r"net\[0\]\.id"),
+        ({"net": [_net(ip="192.168.0.300")]}, r"net\[0\]\.ip"),
+        ({"net": [_net(mask="255.0.255.0")]}, r"net\[0\]\.mask 255\.0\.255\.0 is not a netmask"),
+        ({"net": [_net(mask="24")]}, r"net\[0\]\.mask"),
+        ({"net": [{k: v for k, v in _net().items() if k != "nodeIp"}]}, r"net\[0\]\.nodeIp is missing"),
+        ({"net": [_net(nodeIp="10.0.0.5")]}, r"net\[0\]\.nodeIp 10\.0\.0\.5 is not inside 192\.168\.0\.0/255\.255\.255\.0"),
+        ({"net": [_net(), _net(gateway="gw")]}, r"net\[1\]\.gateway"),
+        ({"net": [_net(nodes={"192.168.1.7": PROVIDER_ID})]}, r"net\[0\]\.nodes address 192\.168\.1\.7 is not inside"),
+        ({"net": [_net(nodes={"192.168.0.7": 7})]}, r"net\[0\]\.nodes\[192\.168\.0\.7\]"),
+        ({"net": [_net(nodes=["192.168.0.7"])]}, r"net\[0\]\.nodes must be a map"),
+        ({"net": [_net()], "hosts": ["db"]}, "deploy hosts must be a map"),
+        ({"net": [_net()], "hosts": {"db": "not-an-ip"}}, r"deploy hosts\[db\] 'not-an-ip' is not an IPv4 address"),
+        ({"net": [_net()], "hosts": {"db": "::1"}}, r"hosts\[db\]"),
+        ({"net": [_net()], "hosts": {"bad name": "192.168.0.1"}}, "is not a host name"),
+        ({"net": [_net()], "hosts": {"db:1": "192.168.0.1"}}, "is not a host name"),
+    ],
+)
+def test_bad_vpn_parameters_are_refused_and_nothing_is_created(
+    root: Path, server: FileServer, client: docker.DockerClient, params: dict[str, Any], message: str
+) -> None:
+    unit = _new_unit(root, server, client)
+    with pytest.raises(ExeUnitError, match=message):
+        unit.deploy(params)
+    assert unit.state == "Initialized" and unit.network_id is None and unit.container_id is None
+    label = f"{ACTIVITY_LABEL}={unit.workdir.name}"
+    assert _networks(client, label) == []
+    assert client.api.containers(all=True, filters={"label": label}) == []
+    unit.close()
+
+
+@pytest.mark.parametrize("with_vpn", [True, False], ids=["vpn", "no-network"])
+def test_hosts_are_written_to_the_containers_etc_hosts(root: Path, server: FileServer, client: docker.DockerClient, with_vpn: bool) -> None:
+    unit = _new_unit(root, server, client)
+    try:
+        unit.deploy({"net": [_net()] if with_vpn else [], "hosts": {"requestor": "192.168.0.1", "db.vpn": "192.168.0.9"}})
+        unit.start({})
+        lines = {tuple(line.split()) for line in _sh(unit, "cat /etc/hosts").splitlines()}
+        assert {("192.168.0.1", "requestor"), ("192.168.0.9", "db.vpn")} <= lines
+        assert (unit.network_id is not None) == with_vpn
+        if not with_vpn:
+            assert _sh(unit, "ls /sys/class/net").split() == ["lo"], "hosts must not give the container a network"
+    finally:
+        unit.close()
+
+
+def test_a_vpn_missing_mask_is_a_slash_24_and_a_null_gateway_is_accepted(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    unit = _new_unit(root, server, client)
+    try:
+        net = {k: v for k, v in _net(gateway=None).items() if k != "mask"}
+        unit.deploy({"net": [net]})
+        assert unit.network_id is not None
+    finally:
+        unit.close()
+    bad = {k: v for k, v in _net(nodeIp="192.168.1.2", nodes={}).items() if k != "mask"}
+    with pytest.raises(ExeUnitError, match="not inside"):
+        _new_unit(root, server, client).deploy({"net": [bad]})
+
+
+def test_with_network_allowed_the_vpn_keeps_the_bridge(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    unit = _new_unit(root, server, client, allow_network=True)
+    try:
+        unit.deploy({"net": [_net()]})
+        unit.start({})
+        assert unit.network_id is None
+        assert client.api.inspect_container(unit.container_id)["HostConfig"]["NetworkMode"] == "bridge"
+        assert container_address(client, unit.workdir.name, str(unit.workdir.parent))
+    finally:
+        unit.close()
+
+
+def test_container_address_is_none_without_a_running_networked_container(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    unit = _new_unit(root, server, client)
+    activity, parent = unit.workdir.name, str(unit.workdir.parent)
+    assert container_address(client, activity, parent) is None
+    unit.deploy({"net": [_net()]})
+    assert container_address(client, activity, parent) is None  # created, not running
+    unit.start({})
+    assert container_address(client, activity, parent) is not None
+    assert container_address(client, activity, parent + "-other-node") is None
+    unit.close()
+    assert container_address(client, activity, parent) is None
+    isolated = _new_unit(root, server, client)
+    try:
+        isolated.deploy({})
+        isolated.start({})
+        assert container_address(client, isolated.workdir.name, parent) is None  # network "none"
+    finally:
+        isolated.close()
+
+
+def test_container_address_fails_when_the_engine_does_not_answer() -> None:
+    absent = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41", timeout=2)
+    with pytest.raises(ExeUnitError, match="cannot list the containers"):
+        container_address(absent, "act-x", "/tmp")
