@@ -20,6 +20,7 @@ import structlog
 
 from actors.activity.actor import ActivityActor
 from actors.gftp.actor import GftpActor
+from actors.vpn.actor import VpnActor
 from actors.market.actor import MarketActor
 from actors.net.actor import NetActor
 from actors.provider.agent import ProviderAgentActor
@@ -77,6 +78,7 @@ class Node:
         self.market: Any = None  # MarketActor proxy
         self.activity: Any = None  # ActivityActor proxy
         self.gftp: Any = None  # GftpActor proxy
+        self.vpn: Any = None  # VpnActor proxy (virtual networks, tunnels to services)
         self.provider: Any = None  # ProviderAgentActor proxy, when this node sells compute
         self.payment: Any = None  # PaymentLedgerActor proxy, when payments are enabled
         self.payment_driver: Any = None  # PaymentDriverActor proxy (every chain call happens there)
@@ -98,6 +100,7 @@ class Node:
         self.activity = self._start_actor(
             ActivityActor, self.identity, cfg, self.net, self.market, on_actor_failure=fail
         ).proxy()
+        self.vpn = self._start_actor(VpnActor, self.identity, cfg, self.net, self.activity, on_actor_failure=fail).proxy()
         if cfg.provider.enabled:
             self.provider = self._start_actor(
                 ProviderAgentActor, self.identity, cfg, self.market, activity=self.activity, on_actor_failure=fail

@@ -55,6 +55,9 @@ __all__ = [
     "PackageError",
     "WasmModuleError",
     "ChainError",
+    "VpnError",
+    "VpnNotFoundError",
+    "VpnConflictError",
 ]
 
 
@@ -206,3 +209,15 @@ class PaymentConflictError(PaymentError):
 
 class AppKeyError(NodeError):
     """An app-key name that is taken, unknown or malformed."""
+
+
+class VpnError(NodeError):
+    """A virtual network request that cannot be carried out: bad addresses, an unknown node."""
+
+
+class VpnNotFoundError(VpnError):
+    """No such network (or no such node in it) on this node."""
+
+
+class VpnConflictError(VpnError):
+    """An address already taken in the network."""

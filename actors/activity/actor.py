@@ -115,6 +115,8 @@ class _Running:
     run_limit_s: float = 0.0
     run_deadline_ms: int | None = None  # set while a `run` command executes
     resources: tuple[float, float, float] = (0.0, 0.0, 0.0)  # cores, memory GiB, disk GiB it may use
+    runtime: str = ""
+    vpn: dict[str, str] = field(default_factory=dict)  # network id -> this activity's address, from `deploy`
 
     def usage(self) -> tuple[float, ...]:
         values = {
@@ -233,6 +235,17 @@ class ActivityActor(LoamActor):
             {"activity_id": r.activity_id, "agreement_id": r.agreement_id, "state": r.state, "usage": list(r.usage())}
             for r in self._running.values()
         ]
+
+    def vpn_target(self, requestor_id: str, network_id: str, ip: str) -> str:
+        """The running vm activity of this requestor deployed as `ip` in `network_id`; returns its id.
+
+        Raises:
+            ActivityError: there is none (so a tunnel to it is refused).
+        """
+        for run in self._running.values():
+            if run.requestor_id == requestor_id and run.vpn.get(network_id) == ip and run.state in ("Deployed", "Ready"):
+                return run.activity_id
+        raise ActivityError(f"no running activity of yours is {ip} in network {network_id} on this provider")
 
     def set_limits(self, cores: float, memory_gib: float, storage_gib: float) -> None:
         """What all activities together may use from now on (running ones are left alone)."""
@@ -365,7 +378,7 @@ class ActivityActor(LoamActor):
         run = _Running(
             msg.activity_id, msg.agreement_id, sender, list(terms.offer_properties.get("golem.com.usage.vector", [])),
             expires_ms, workdir, proc, FrameWriter(proc.stdin), last_heard_ms=now_ms(), run_limit_s=wall_s,
-            resources=need,  # type: ignore[arg-type]
+            resources=need, runtime=str(runtime),  # type: ignore[arg-type]
         )
         self._running[msg.activity_id] = run
         threading.Thread(target=_read_child, args=(self.actor_ref, msg.activity_id, proc.stdout), daemon=True).start()
@@ -390,6 +403,8 @@ class ActivityActor(LoamActor):
             run.batches[msg.batch_id] = [ExeResult(0, now_ms(), "Error", None, None, str(exc), True)]
             self._send_update(run, msg.batch_id)
             return
+        if run.runtime == "vm":
+            _note_networks(run, script)
         try:
             run.writer.write(ChildRunBatch(msg.batch_id, script))
         except OSError:
@@ -557,6 +572,18 @@ def _sweep_containers(label: str, *, wait: bool) -> None:
     thread.start()
     if wait:
         thread.join(30)
+
+
+def _note_networks(run: _Running, script: tuple[dict[str, Any], ...]) -> None:
+    """Remember the virtual networks a `deploy` puts the activity in (the exe-unit checks the rest)."""
+    for command in script:
+        params = command.get("deploy")
+        nets = params.get("net") if isinstance(params, dict) else None
+        if not isinstance(nets, list):
+            continue
+        for entry in nets[:4]:
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("nodeIp"), str):
+                run.vpn[entry["id"][:128]] = entry["nodeIp"][:45]
 
 
 def _ended(activity_id: str, reason: str, agreement_id: str = "") -> ActivityUpdate:

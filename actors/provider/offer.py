@@ -45,7 +45,8 @@ def offer_properties(cfg: ProviderSettings, node_id: str, node_name: str, subnet
         "golem.inf.storage.gib": float(cfg.storage_gib),
         "golem.runtime.name": cfg.runtime,
         "golem.runtime.version": cfg.runtime_version,
-        "golem.runtime.capabilities": [],
+        # vm activities join a requestor's virtual network (deploy's `net`), so clients may ask for "vpn".
+        "golem.runtime.capabilities": ["vpn"] if cfg.runtime == "vm" else [],
         "golem.node.id.name": node_name,
         "golem.node.debug.subnet": subnet,
         "golem.srv.caps.multi-activity": True,

@@ -45,9 +45,9 @@ def status_of(exc: BaseException) -> int | None:
         # Payment errors may be newer than this module's callers' tree: only those that exist.
         return tuple(k for k in (getattr(pe, n, None) for n in names) if isinstance(k, type))
 
-    PaymentNotFoundError = kinds("PaymentNotFoundError")
-    conflicts = kinds("InvalidPaymentTransitionError", "PaymentConflictError")
-    bad_input = kinds("PaymentError", "ProtocolError")
+    PaymentNotFoundError = kinds("PaymentNotFoundError", "VpnNotFoundError")
+    conflicts = kinds("InvalidPaymentTransitionError", "PaymentConflictError", "VpnConflictError")
+    bad_input = kinds("PaymentError", "ProtocolError", "VpnError")
     PeerUnreachableError, NetError = pe.PeerUnreachableError, pe.NetError
 
     if isinstance(exc, ApiError):

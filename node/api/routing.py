@@ -50,6 +50,7 @@ class ApiContext:
     market: Any
     activity: Any
     payment: Any = None
+    vpn: Any = None  # VpnActor proxy (net-api)
     extra: dict[str, Any] = field(default_factory=dict)  # per-module state (scans, ...)
 
     async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -151,7 +151,7 @@ class ApiServer:
         payment = getattr(node, "payment", None)
         self.ctx = ApiContext(
             node_id=node_id, node_name=settings.node.name, ask_timeout_s=settings.actors.ask_timeout_s,
-            market=node.market, activity=node.activity, payment=payment,
+            market=node.market, activity=node.activity, payment=payment, vpn=getattr(node, "vpn", None),
         )
         self._routes = all_routes(with_payment=payment is not None)
         self._loop: asyncio.AbstractEventLoop | None = None

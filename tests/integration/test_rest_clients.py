@@ -179,6 +179,25 @@ def test_yapapi_runs_a_vm_task_from_an_image_repository(
         _assert_invoice_accepted(requestor, key)
 
 
+def test_yapapi_reaches_a_vm_service_on_its_vpn_through_net_api(
+    testnet: Testnet, tmp_path: Path, image_repository: tuple[str, str, str]
+) -> None:
+    """yapapi's network: a web server in a vm service, fetched over WebSocket-carried TCP through the tunnel."""
+    repo_url, image_hash, _ = image_repository
+    with local_chain(tmp_path) as local:
+        requestor, key, api = _vm_pair(testnet, local)
+        out = run_client("yapapi", "yapapi_vpn.py", requestor.data_dir, key, api, repo_url, image_hash, key)
+        assert out["states"] == ["running"] and out["ip"].startswith("192.168.0."), out
+        assert out["small"].startswith("HTTP/1.") and " 200 " in out["small"].split("\r\n")[0], out
+        assert out["small"].rstrip().endswith("hello over the vpn"), out
+        assert " 200 " in out["big_status"] and out["big_len"] == 200_000 and out["big_ok"], out
+        assert out["final"] == ["terminated"], out
+        # The network was removed with the client's exit; the tunnels are closed on both ends.
+        client = Api(requestor, key)
+        assert client.ok("GET", "/net-api/v1/net") == []
+        _assert_invoice_accepted(requestor, key)
+
+
 def test_golem_core_runs_a_vm_activity_and_pays(testnet: Testnet, tmp_path: Path, image_repository: tuple[str, str, str]) -> None:
     _, image_hash, image_url = image_repository
     with local_chain(tmp_path) as local:

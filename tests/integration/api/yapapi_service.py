@@ -1,7 +1,7 @@
 """Run by test_rest_clients in a venv with yapapi 0.13: a service (start, then a run loop) on one provider.
 
-yapapi's Service API as its service examples use it, without a VPN (net-api is not served
-yet). Arguments: TASK_PACKAGE. Prints one JSON line.
+yapapi's Service API as its service examples use it, without a VPN (yapapi_vpn.py has one).
+Arguments: TASK_PACKAGE. Prints one JSON line.
 """
 
 import asyncio

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import protocol
-from protocol import activity, control, gftp, market, net, payment
+from protocol import activity, control, gftp, market, net, payment, vpn
 from protocol.codec import Message, encode, registered
 from protocol.identity import Identity
 
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 GOLDEN_DIR = Path(__file__).with_name("golden")
+VPN_TUNNEL_ID = "5e" * 16
 REGENERATE_CMD = ".venv/bin/python -m tests.unit.protocol.samples --write-golden"
 
 # Fixed keys: signatures are deterministic (RFC 6979), so the encoded samples are too.
@@ -518,6 +519,12 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     gftp.GftpUploadChunk.TYPE: lambda: gftp.GftpUploadChunk(GFTP_TRANSFER_ID, GFTP_SLOT_ID, 0, b"3 7 41\n", 7),
     gftp.GftpUploadAck.TYPE: lambda: gftp.GftpUploadAck(GFTP_TRANSFER_ID, 0, 7),
     gftp.GftpUploadFinish.TYPE: lambda: gftp.GftpUploadFinish(GFTP_TRANSFER_ID, GFTP_SLOT_ID, 7, GFTP_FILE_HASH),
+    # protocol.vpn
+    vpn.VpnOpen.TYPE: lambda: vpn.VpnOpen(VPN_TUNNEL_ID, "3f2a9c", "192.168.0.2", 80),
+    vpn.VpnOpened.TYPE: lambda: vpn.VpnOpened(VPN_TUNNEL_ID, "cannot connect to port 80 of the service: Connection refused"),
+    vpn.VpnData.TYPE: lambda: vpn.VpnData(VPN_TUNNEL_ID, 3, b"GET / HTTP/1.0\r\n\r\n\x00\xff"),
+    vpn.VpnAck.TYPE: lambda: vpn.VpnAck(VPN_TUNNEL_ID, 4),
+    vpn.VpnClose.TYPE: lambda: vpn.VpnClose(VPN_TUNNEL_ID, 9, "the service closed the connection"),
     gftp.GftpUploadDone.TYPE: lambda: gftp.GftpUploadDone(GFTP_TRANSFER_ID, 7, GFTP_FILE_HASH),
     # protocol.payment
     payment.DebitNote.TYPE: debit_note,
