@@ -223,6 +223,11 @@ fi
     for e in "${environment[@]}"; do
         if [[ "$e" == *'"'* ]]; then echo "Environment='$e'"; else echo "Environment=$e"; fi
     done
+    if [[ $WITH_DOCKER -eq 1 ]]; then
+        # Run as root ("+"): keep containers on requestors' VPN networks (bridges loamv*) from this host's ports.
+        guard="INPUT -i loamv+ -m conntrack --ctstate NEW,INVALID -j DROP"
+        echo "ExecStartPre=+/bin/sh -c 'iptables -w 5 -C $guard 2>/dev/null || iptables -w 5 -I $guard || true'"
+    fi
     echo "ExecStart=$VENV/bin/loam node run --data-dir $DATA_DIR --log-json"
     echo "Restart=on-failure"
     echo "RestartSec=5"

@@ -67,6 +67,9 @@ __all__ = [
     "RUNTIME_NAME",
     "DEFAULT_PIDS_LIMIT",
     "VPN_NETWORK_PREFIX",
+    "VPN_BRIDGE_PREFIX",
+    "HOST_GUARD_RULE",
+    "guard_host",
     "VmExeUnit",
     "connect",
     "container_address",
@@ -91,6 +94,11 @@ _KILL_GRACE_S = 2.0
 # char device and irregular are type bits; a regular file has none of them.
 _GO_FILE_TYPE_BITS = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)
 VPN_NETWORK_PREFIX = "loam-vpn-"
+VPN_BRIDGE_PREFIX = "loamv"  # + 10 characters of the activity id: a Linux interface name has at most 15
+# New connections from a VPN bridge to the host itself are dropped; the node's own connections
+# to the containers (their replies are ESTABLISHED) pass. An internal network has no route
+# out of the host, this keeps it from the host's own listening ports.
+HOST_GUARD_RULE = ("INPUT", "-i", VPN_BRIDGE_PREFIX + "+", "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP")
 # What a deploy's VPN description may hold: yagna accepts a few networks per activity.
 _MAX_VPN_NETWORKS = 4
 _MAX_HOSTS = 256
@@ -159,6 +167,22 @@ def sweep(client: docker.DockerClient, label: str = ACTIVITY_LABEL) -> list[str]
     if gone:
         structlog.get_logger().bind(component="vm").info("vm_networks_swept", label=label, count=gone)
     return removed
+
+
+def guard_host() -> bool:
+    """Make sure HOST_GUARD_RULE is in the host's firewall (root only); True when it is."""
+    import subprocess
+
+    iptables = shutil.which("iptables")
+    if os.geteuid() != 0 or iptables is None:
+        return False
+    try:
+        if subprocess.run([iptables, "-w", "5", "-C", *HOST_GUARD_RULE], capture_output=True, timeout=10).returncode == 0:
+            return True
+        inserted = subprocess.run([iptables, "-w", "5", "-I", *HOST_GUARD_RULE], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return inserted.returncode == 0
 
 
 def container_address(client: docker.DockerClient, activity_id: str, root: str) -> str | None:
@@ -305,8 +329,19 @@ class VmExeUnit:
         import docker.errors
 
         name = VPN_NETWORK_PREFIX + self.workdir.name
+        # The bridge's name on the host matches HOST_GUARD_RULE, which keeps containers away from the host's ports.
+        bridge = VPN_BRIDGE_PREFIX + self.workdir.name[:10]
+        if not guard_host():
+            self._log.warning(
+                "vm_vpn_host_unguarded", rule=" ".join(HOST_GUARD_RULE),
+                why="not root or no iptables: a container on a VPN network can reach ports this host listens on; "
+                    "add the rule as root (scripts/install-provider.sh has the service do it)",
+            )  # fmt: skip
         try:
-            created = client.api.create_network(name, driver="bridge", internal=True, labels=labels, check_duplicate=True)
+            created = client.api.create_network(
+                name, driver="bridge", internal=True, labels=labels, check_duplicate=True,
+                options={"com.docker.network.bridge.name": bridge},
+            )  # fmt: skip
         except docker.errors.DockerException as exc:
             raise ExeUnitError(f"the Docker engine refused the VPN network {name}: {_explain(exc)}") from exc
         self._network_id = created["Id"]

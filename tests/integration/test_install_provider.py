@@ -156,6 +156,11 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do(tmp_path: Path) -> No
     assert "would write " + str(root / "etc/systemd/system/loam-provider.service") in result.stdout
     assert "ExecStart=/opt/loam/venv/bin/loam node run --data-dir /var/lib/loam --log-json" in result.stdout
     assert "SupplementaryGroups=docker" in result.stdout
+    # The VPN bridges' guard, as the vm exe-unit's HOST_GUARD_RULE has it, put in place as root before the node starts.
+    from exeunits.vm.unit import HOST_GUARD_RULE
+
+    guard = " ".join(HOST_GUARD_RULE)
+    assert f"ExecStartPre=+/bin/sh -c 'iptables -w 5 -C {guard} 2>/dev/null || iptables -w 5 -I {guard} || true'" in result.stdout
     assert not root.exists()
 
 

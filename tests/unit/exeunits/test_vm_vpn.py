@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,10 @@ import docker
 import pytest
 
 from exeunits.child import _CommandFailed
-from exeunits.vm.unit import ACTIVITY_LABEL, ROOT_LABEL, VPN_NETWORK_PREFIX, VmExeUnit, container_address, sweep
+from exeunits.vm.unit import (
+    ACTIVITY_LABEL, HOST_GUARD_RULE, ROOT_LABEL, VPN_BRIDGE_PREFIX, VPN_NETWORK_PREFIX, VmExeUnit, container_address,
+    guard_host, sweep,
+)
 from protocol.errors import ExeUnitError
 from tests.images.support import GVMI_NAME, FileServer, build_images, engine, forget_images
 
@@ -113,6 +117,55 @@ def test_vpn_container_is_reachable_from_the_host_but_cannot_reach_out(root: Pat
             _sh(unit, "nc -w 2 1.1.1.1 80 < /dev/null")
     finally:
         unit.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the host guard is an iptables rule: root only")
+def test_a_vpn_container_cannot_open_connections_to_the_host(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    import socket
+
+    import threading
+
+    listener = socket.create_server(("0.0.0.0", 0))  # a port the host listens on, on every interface
+    port = listener.getsockname()[1]
+    accepted: list[str] = []
+
+    def accept() -> None:  # says hello and hangs up, so nc ends at once
+        while True:
+            try:
+                conn, peer = listener.accept()
+            except OSError:
+                return
+            accepted.append(peer[0])
+            with conn:
+                conn.sendall(b"hello\n")
+
+    threading.Thread(target=accept, daemon=True).start()
+    unit = _new_unit(root, server, client)
+    try:
+        unit.deploy({"net": [_net()]})
+        unit.start({})
+        network = client.api.inspect_network(unit.network_id)
+        assert network["Options"]["com.docker.network.bridge.name"] == VPN_BRIDGE_PREFIX + unit.workdir.name[:10]
+        gateway = network["IPAM"]["Config"][0]["Gateway"]
+        # Without the guard rule the container reaches the host's port (the test is not blind) ...
+        subprocess.run(["iptables", "-w", "5", "-D", *HOST_GUARD_RULE], check=True, capture_output=True)
+        try:
+            _sh(unit, f"nc -w 2 {gateway} {port} < /dev/null")
+        finally:
+            assert guard_host()  # put back
+        assert len(accepted) == 1
+        # ... with it, the port is closed to the container ...
+        with pytest.raises(_CommandFailed):
+            _sh(unit, f"nc -w 2 {gateway} {port} < /dev/null")
+        assert len(accepted) == 1
+        # ... while the host still reaches the container (the relay's direction).
+        _sh(unit, "echo up > /tmp/index.html && httpd -p 8080 -h /tmp")
+        address = container_address(client, unit.workdir.name, str(unit.workdir.parent))
+        with urllib.request.urlopen(f"http://{address}:8080/index.html", timeout=10) as response:
+            assert response.read() == b"up\n"
+    finally:
+        unit.close()
+        listener.close()
 
 
 def test_close_removes_the_vpn_network(root: Path, server: FileServer, client: docker.DockerClient) -> None:
