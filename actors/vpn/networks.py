@@ -3,7 +3,7 @@
 What Golem's net-api manages (no I/O here; the VpnActor keeps one `Networks`):
 
     nets = Networks(owner="0xReq…")
-    net = nets.create("192.168.0.1/24")          # ip 192.168.0.0, mask 255.255.255.0
+    net = nets.create("192.168.0.1/24")          # 192.168.0.0/24: ip "192.168.0.1/24", mask 255.255.255.0
     nets.add_address(net.id, "192.168.0.1")       # the requestor's own address
     nets.add_node(net.id, "0xProv…", "192.168.0.2")
     nets.node_at(net.id, "192.168.0.2")           # -> "0xProv…"
@@ -32,12 +32,14 @@ class Network:
     id: str
     net: ipaddress.IPv4Network
     gateway: str | None
+    address: str = ""  # the address the network was asked for (may have host bits: 192.168.0.1 of 192.168.0.0/24)
     addresses: list[str] = field(default_factory=list)
     nodes: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The spec's Network."""
-        return {"id": self.id, "ip": str(self.net.network_address), "mask": str(self.net.netmask), "gateway": self.gateway}
+        """The spec's Network; ip with its prefix, as asked for (as Golem's node answers: clients read the range from it)."""
+        ip = f"{self.address or self.net.network_address}/{self.net.prefixlen}"
+        return {"id": self.id, "ip": ip, "mask": str(self.net.netmask), "gateway": self.gateway}
 
     def taken(self) -> dict[str, str]:
         """Every address in use -> who holds it (a node id, or "requestor")."""
@@ -98,7 +100,7 @@ class Networks:
             gw = str(address)
         if len(self._nets) >= MAX_NETWORKS:
             raise VpnError(f"at most {MAX_NETWORKS} networks at a time; remove some first")
-        network = Network(secrets.token_hex(16), net, gw)
+        network = Network(secrets.token_hex(16), net, gw, str(ipaddress.IPv4Interface(spec).ip))
         self._nets[network.id] = network
         return network
 

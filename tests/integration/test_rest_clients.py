@@ -198,6 +198,23 @@ def test_yapapi_reaches_a_vm_service_on_its_vpn_through_net_api(
         _assert_invoice_accepted(requestor, key)
 
 
+def test_golem_core_reaches_a_vm_service_on_its_vpn(
+    testnet: Testnet, tmp_path: Path, image_repository: tuple[str, str, str]
+) -> None:
+    """golem-core's network: a node for the provider, its deploy args, then the web server fetched over net-api."""
+    _, image_hash, image_url = image_repository
+    with local_chain(tmp_path) as local:
+        requestor, key, api = _vm_pair(testnet, local)
+        out = run_client("golem-core", "golem_core_vpn.py", requestor.data_dir, key, api, image_hash, image_url)
+        assert out["results"] == ["Ok"] * 3 and out["ip"].startswith("192.168.0."), out
+        assert out["small"].startswith("HTTP/1.") and " 200 " in out["small"].split("\r\n")[0], out
+        assert out["small"].rstrip().endswith("hello over the vpn"), out
+        assert " 200 " in out["big_status"] and out["big_len"] == 200_000 and out["big_ok"], out
+        client = Api(requestor, key)
+        assert client.ok("GET", "/net-api/v1/net") == []
+        _assert_invoice_accepted(requestor, key)
+
+
 def test_golem_core_runs_a_vm_activity_and_pays(testnet: Testnet, tmp_path: Path, image_repository: tuple[str, str, str]) -> None:
     _, image_hash, image_url = image_repository
     with local_chain(tmp_path) as local:

@@ -13,11 +13,13 @@ P1, P2 = "0x" + "1" * 40, "0x" + "2" * 40
 def test_a_network_from_a_prefix_or_a_mask() -> None:
     nets = Networks()
     a = nets.create("192.168.0.1/24")
-    assert a.to_json() == {"id": a.id, "ip": "192.168.0.0", "mask": "255.255.255.0", "gateway": None}
+    # As Golem's node answers: the address asked for, with the prefix (clients take the range from it).
+    assert a.to_json() == {"id": a.id, "ip": "192.168.0.1/24", "mask": "255.255.255.0", "gateway": None}
+    assert str(a.net) == "192.168.0.0/24"
     b = nets.create("10.1.0.0", "255.255.0.0", "10.1.0.1")
     assert b.to_json()["mask"] == "255.255.0.0" and b.to_json()["gateway"] == "10.1.0.1"
     c = nets.create("172.16.5.0")  # no size: a /24
-    assert str(c.net) == "172.16.5.0/24"
+    assert str(c.net) == "172.16.5.0/24" and c.to_json()["ip"] == "172.16.5.0/24"
     assert [n.id for n in nets.all()] == [a.id, b.id, c.id] and len({a.id, b.id, c.id}) == 3
     nets.remove(b.id)
     with pytest.raises(VpnNotFoundError):
