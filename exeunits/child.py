@@ -27,7 +27,9 @@ from typing import Any
 
 from exeunits.framing import FrameWriter, read_frame
 from exeunits.output import captured
-from protocol.activity import COMMANDS, ChildEvent, ChildResult, ChildRunBatch, ChildShutdown, ChildUsage, ExeResult
+from protocol.activity import (
+    COMMANDS, ChildEvent, ChildPackets, ChildResult, ChildRunBatch, ChildShutdown, ChildUsage, ExeResult,
+)
 from protocol.errors import ExeUnitError, NodeError
 
 __all__ = ["main", "parse_task_package", "WasmExeUnit"]
@@ -438,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
                 msg = read_frame(stdin)
             except NodeError:
                 msg = None
+            if isinstance(msg, ChildPackets):  # VPN packets go straight in, even while a batch runs
+                if hasattr(unit, "vpn_send"):
+                    unit.vpn_send(msg.network_id, msg.packets)
+                continue
             inbox.put(msg)
             if msg is None:
                 return

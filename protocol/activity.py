@@ -20,8 +20,27 @@ __all__ = [
     "ChildEvent",
     "ChildResult",
     "ChildUsage",
+    "ChildPackets",
+    "ActivityPackets",
+    "ActivityVpnNodes",
     "COMMANDS",
+    "MAX_PACKETS",
 ]
+
+# IP packets of a requestor's VPN, carried in batches (each at most an IPv4 packet's 64 KiB).
+MAX_PACKETS = 256
+_MAX_PACKET_BYTES = 65535
+_MAX_VPN_NODES = 1024
+
+
+def _check_packets(network_id: str, packets: tuple[bytes, ...]) -> None:
+    if not 0 < len(network_id) <= 128:
+        raise ValueError("a network id is 1-128 characters")
+    if not 0 < len(packets) <= MAX_PACKETS:
+        raise ValueError(f"a batch carries 1..{MAX_PACKETS} packets")
+    if any(not 20 <= len(p) <= _MAX_PACKET_BYTES for p in packets):
+        raise ValueError(f"a packet is 20..{_MAX_PACKET_BYTES} bytes")
+
 
 # The exe-script commands Golem defines.
 COMMANDS = ("deploy", "start", "run", "transfer", "sign", "terminate")
@@ -123,6 +142,38 @@ class ActivityRuntimeEvent(Message):
     message: str | None
 
 
+# -- VPN packets between providers, and the requestor's map of a network --------------------
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ActivityPackets(Message):
+    """Provider → provider: IP packets from an activity to the addresses of the other's activities in a network."""
+
+    TYPE: ClassVar[str] = "activity.packets"
+    network_id: str
+    packets: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_packets(self.network_id, self.packets)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ActivityVpnNodes(Message):
+    """Requestor → each provider in a network: every address in it and the node holding it (the whole map)."""
+
+    TYPE: ClassVar[str] = "activity.vpn_nodes"
+    network_id: str
+    nodes: dict[str, str]  # ip -> node id
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.network_id) <= 128:
+            raise ValueError("a network id is 1-128 characters")
+        if len(self.nodes) > _MAX_VPN_NODES:
+            raise ValueError(f"at most {_MAX_VPN_NODES} nodes in a network")
+
+
 # -- provider ↔ exe-unit child -------------------------------------------------------------
 
 
@@ -178,3 +229,16 @@ class ChildUsage(Message):
     cpu_s: float
     duration_s: float
     peak_memory_bytes: int
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class ChildPackets(Message):
+    """Either way: IP packets of a network leaving the container (child → parent) or for it (parent → child)."""
+
+    TYPE: ClassVar[str] = "exeunit.packets"
+    network_id: str
+    packets: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_packets(self.network_id, self.packets)

@@ -130,11 +130,12 @@ fi
 if [[ $WITH_DOCKER -eq 1 ]]; then
     say "Docker engine"
     if [[ -n "$ROOT" ]]; then
-        echo "skipped with --root: install docker.io and squashfs-tools in the image yourself"
+        echo "skipped with --root: install docker.io, squashfs-tools, gcc and libc6-dev in the image yourself"
     else
-        if ! command -v docker >/dev/null || ! command -v unsquashfs >/dev/null; then
+        # gcc and libc6-dev build the VPN relay that joins containers to requestors' networks.
+        if ! command -v docker >/dev/null || ! command -v unsquashfs >/dev/null || ! command -v gcc >/dev/null; then
             run apt-get update
-            run env DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io squashfs-tools
+            run env DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io squashfs-tools gcc libc6-dev
         else
             echo "docker and unsquashfs are installed"
         fi

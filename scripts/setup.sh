@@ -27,8 +27,9 @@ SETUP_COMPONENTS=(python venv project wasi docker anvil)
 WASI_APT_PACKAGES=(clang lld wasi-libc libclang-rt-dev-wasm32)
 
 # Debian packages of the vm exe-unit: the Docker engine, squashfs-tools to pack and unpack
-# GVMI images, and a static busybox, the only program in the test images (tests/images).
-DOCKER_APT_PACKAGES=(docker.io squashfs-tools busybox-static)
+# GVMI images, a static busybox, the only program in the test images (tests/images), and a
+# C compiler with the static C library for the VPN relay (exeunits/vm/relay).
+DOCKER_APT_PACKAGES=(docker.io squashfs-tools busybox-static gcc libc6-dev)
 
 _SETUP_APT_UPDATED="${_SETUP_APT_UPDATED:-}"
 _SETUP_PYTHON=""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -21,13 +23,17 @@ from actors.payment.events import ActivityUsage, UsageSeen
 from exeunits.framing import FrameWriter, read_frame
 from protocol.activity import (
     COMMANDS,
+    MAX_PACKETS,
     ActivityCreate,
     ActivityDestroy,
     ActivityExec,
     ActivityQuery,
     ActivityRuntimeEvent,
+    ActivityPackets,
     ActivityUpdate,
+    ActivityVpnNodes,
     ChildEvent,
+    ChildPackets,
     ChildResult,
     ChildRunBatch,
     ChildShutdown,
@@ -35,6 +41,7 @@ from protocol.activity import (
     ExeResult,
 )
 from protocol.errors import NodeError, ProtocolError
+from protocol.identity import is_node_id
 
 if TYPE_CHECKING:
     from node.settings import Settings
@@ -117,6 +124,7 @@ class _Running:
     resources: tuple[float, float, float] = (0.0, 0.0, 0.0)  # cores, memory GiB, disk GiB it may use
     runtime: str = ""
     vpn: dict[str, str] = field(default_factory=dict)  # network id -> this activity's address, from `deploy`
+    vpn_nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # network id -> {ip: node id}, the requestor's map
 
     def usage(self) -> tuple[float, ...]:
         values = {
@@ -147,6 +155,7 @@ class ActivityActor(LoamActor):
         self._running: dict[str, _Running] = {}
         self._views: dict[str, ActivityView] = {}
         self._payment: pykka.ActorRef | None = None
+        self._vpn_maps: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()  # (requestor, network) -> {ip: node}
         self._ticker: Ticker | None = None
         # What all activities together may use: cores, memory GiB, disk GiB (the provider agent
         # sets them again when it reloads its settings).
@@ -312,6 +321,18 @@ class ActivityActor(LoamActor):
                         self._payment.tell(UsageSeen(msg.activity_id, view.agreement_id, msg.usage, msg.usage_ms, msg.state))
                     except pykka.ActorDeadError:
                         self._payment = None
+        elif isinstance(msg, ActivityPackets):
+            self._packets_in(sender, msg.network_id, msg.packets)
+        elif isinstance(msg, ActivityVpnNodes):
+            nodes = _vpn_node_map(msg.nodes)
+            # Kept for activities deployed into the network later (their deploy's map may be older).
+            self._vpn_maps[(sender, msg.network_id)] = nodes
+            self._vpn_maps.move_to_end((sender, msg.network_id))
+            while len(self._vpn_maps) > 1024:
+                self._vpn_maps.popitem(last=False)
+            for run in self._running.values():
+                if run.requestor_id == sender and msg.network_id in run.vpn:
+                    run.vpn_nodes[msg.network_id] = nodes
         elif isinstance(msg, ActivityRuntimeEvent):
             view = self._views.get(msg.activity_id)
             if view is not None and view.provider_id == sender:
@@ -404,7 +425,7 @@ class ActivityActor(LoamActor):
             self._send_update(run, msg.batch_id)
             return
         if run.runtime == "vm":
-            _note_networks(run, script)
+            _note_networks(run, script, self._vpn_maps)
         try:
             run.writer.write(ChildRunBatch(msg.batch_id, script))
         except OSError:
@@ -421,6 +442,9 @@ class ActivityActor(LoamActor):
             code = run.proc.wait()
             if run.state != "Terminated":
                 self._stop_child(run, "", notify=True, error=f"the exe-unit exited unexpectedly (exit code {code})")
+            return
+        if isinstance(msg, ChildPackets):
+            self._packets_out(run, msg.network_id, msg.packets)
             return
         if isinstance(msg, ChildUsage):
             run.cpu_s, run.duration_s, run.peak_memory_bytes = msg.cpu_s, msg.duration_s, msg.peak_memory_bytes
@@ -448,6 +472,48 @@ class ActivityActor(LoamActor):
                 run.requestor_id,
                 ActivityRuntimeEvent(run.activity_id, msg.batch_id, msg.index, now_ms(), msg.kind, msg.data, msg.return_code, msg.message),
             )
+
+    # -- VPN packets between activities ------------------------------------------------------
+
+    def _packets_out(self, run: _Running, network_id: str, packets: tuple[bytes, ...]) -> None:
+        """Packets leaving an activity's container: to the node holding each destination address."""
+        nodes = run.vpn_nodes.get(network_id)
+        if not nodes:
+            return
+        by_node: dict[str, list[bytes]] = {}
+        for packet in packets:
+            destination = _ipv4_destination(packet)
+            node = nodes.get(destination) if destination else None
+            if node is None or node == run.requestor_id:
+                continue  # not a member's address (the requestor's own takes TCP tunnels, not packets)
+            by_node.setdefault(node, []).append(packet)
+        for node, batch in by_node.items():
+            if node == self.node_id:
+                self._packets_in(node, network_id, tuple(batch), requestor_id=run.requestor_id)
+                continue
+            for start in range(0, len(batch), MAX_PACKETS):
+                try:
+                    self._net.send(node, ActivityPackets(network_id, tuple(batch[start : start + MAX_PACKETS])))
+                except NodeError as exc:
+                    self._log.debug("vpn_packets_not_sent", node=node, error=str(exc))
+
+    def _packets_in(self, sender: str, network_id: str, packets: tuple[bytes, ...], *, requestor_id: str = "") -> None:
+        """Packets for activities here: each to the activity that is its destination, if the sender is in its network."""
+        by_run: dict[str, list[bytes]] = {}
+        for packet in packets:
+            destination = _ipv4_destination(packet)
+            for run in self._running.values():
+                if run.vpn.get(network_id) != destination or destination is None:
+                    continue
+                member = sender in run.vpn_nodes.get(network_id, {}).values()
+                if (requestor_id and run.requestor_id == requestor_id) or (not requestor_id and member):
+                    by_run.setdefault(run.activity_id, []).append(packet)
+                break
+        for activity_id, batch in by_run.items():
+            try:
+                self._running[activity_id].writer.write(ChildPackets(network_id, tuple(batch)))
+            except OSError:
+                pass  # the exe-unit is going: dropped, as a network would
 
     def _signed(self, result: ExeResult) -> ExeResult:
         """The `sign` command's result with the provider's signature over the results' digest."""
@@ -574,8 +640,13 @@ def _sweep_containers(label: str, *, wait: bool) -> None:
         thread.join(30)
 
 
-def _note_networks(run: _Running, script: tuple[dict[str, Any], ...]) -> None:
-    """Remember the virtual networks a `deploy` puts the activity in (the exe-unit checks the rest)."""
+def _note_networks(
+    run: _Running, script: tuple[dict[str, Any], ...], announced: dict[tuple[str, str], dict[str, str]]
+) -> None:
+    """Remember the virtual networks a `deploy` puts the activity in, and who holds which address in them.
+
+    The map is the deploy's, updated by the newest one the requestor announced (ActivityVpnNodes).
+    """
     for command in script:
         params = command.get("deploy")
         nets = params.get("net") if isinstance(params, dict) else None
@@ -584,6 +655,34 @@ def _note_networks(run: _Running, script: tuple[dict[str, Any], ...]) -> None:
         for entry in nets[:4]:
             if isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("nodeIp"), str):
                 run.vpn[entry["id"][:128]] = entry["nodeIp"][:45]
+                nodes = entry.get("nodes")
+                known = _vpn_node_map(nodes) if isinstance(nodes, dict) else {}
+                known.update(announced.get((run.requestor_id, entry["id"][:128]), {}))
+                run.vpn_nodes[entry["id"][:128]] = known
+
+
+def _vpn_node_map(nodes: dict[Any, Any]) -> dict[str, str]:
+    """{ip: node id} of the entries that are an IPv4 address and a node id (at most 1024)."""
+    out: dict[str, str] = {}
+    for ip, node in list(nodes.items())[:1024]:
+        if isinstance(ip, str) and isinstance(node, str) and is_node_id(node) and _is_ipv4(ip):
+            out[ip] = node
+    return out
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        socket.inet_aton(text)
+    except OSError:
+        return False
+    return text.count(".") == 3
+
+
+def _ipv4_destination(packet: bytes) -> str | None:
+    """The destination address of an IPv4 packet (None for anything else)."""
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        return None
+    return socket.inet_ntoa(packet[16:20])
 
 
 def _ended(activity_id: str, reason: str, agreement_id: str = "") -> ActivityUpdate:

@@ -33,6 +33,7 @@ from actors.market.events import now_ms
 from actors.net.actor import Received
 from actors.vpn.networks import Networks
 from actors.vpn.stream import WINDOW_CHUNKS, Inbound, Outbound
+from protocol.activity import ActivityVpnNodes
 from protocol.errors import NodeError, ProtocolError, VpnError, VpnNotFoundError
 from protocol.vpn import MAX_CHUNK_BYTES, VpnAck, VpnClose, VpnData, VpnOpen, VpnOpened
 
@@ -164,22 +165,38 @@ class VpnActor(LoamActor):
 
     def add_address(self, network_id: str, ip: Any) -> str:
         """Give the requestor an address in a network."""
-        return self._networks.add_address(network_id, ip)
+        host = self._networks.add_address(network_id, ip)
+        self._announce(network_id)
+        return host
 
     def nodes(self, network_id: str) -> list[dict[str, str]]:
         """The nodes in a network (the spec's Node: id and ip)."""
-        return [{"id": node, "ip": ip} for node, ip in self._networks.get(network_id).nodes.items()]
+        return [{"id": node, "ip": ip} for ip, node in self._networks.get(network_id).nodes.items()]
 
     def add_node(self, network_id: str, node_id: Any, ip: Any) -> str:
-        """Add a provider node to a network at an address."""
-        return self._networks.add_node(network_id, node_id, ip)
+        """Add a provider node to a network at an address (and tell every node in it the new map)."""
+        host = self._networks.add_node(network_id, node_id, ip)
+        self._announce(network_id)
+        return host
 
     def remove_node(self, network_id: str, node_id: str) -> None:
         """Take a node out of a network and close the tunnels to it."""
-        ip = self._networks.remove_node(network_id, node_id)
+        hosts = self._networks.remove_node(network_id, node_id)
+        self._announce(network_id, also=node_id)
         for tunnel in list(self._tunnels.values()):
-            if tunnel.role == "requestor" and tunnel.network_id == network_id and tunnel.ip == ip:
+            if tunnel.role == "requestor" and tunnel.network_id == network_id and tunnel.ip in hosts:
                 self._close_local(tunnel, "the node was removed from the network")
+
+    def _announce(self, network_id: str, also: str = "") -> None:
+        """Tell each provider node in the network who holds which address, so its activities reach one another."""
+        network = self._networks.get(network_id)
+        nodes = dict(network.nodes)
+        nodes.update({ip: self.node_id for ip in network.addresses})
+        for node in {*network.nodes.values(), *([also] if also else [])}:
+            try:
+                self._net.send(node, ActivityVpnNodes(network_id, nodes))
+            except NodeError as exc:
+                self._log.warning("vpn_nodes_not_sent", node=node, error=str(exc))
 
     def connections(self, network_id: str) -> list[dict[str, Any]]:
         """The requestor's open TCP tunnels in a network (the spec's Connection)."""

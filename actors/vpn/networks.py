@@ -27,7 +27,7 @@ MAX_NODES = 1024
 
 @dataclass
 class Network:
-    """One virtual network: its range, the requestor's addresses and the nodes (node id -> ip)."""
+    """One virtual network: its range, the requestor's addresses and the nodes' (ip -> node id; a node may hold several)."""
 
     id: str
     net: ipaddress.IPv4Network
@@ -43,7 +43,7 @@ class Network:
 
     def taken(self) -> dict[str, str]:
         """Every address in use -> who holds it (a node id, or "requestor")."""
-        out = {ip: node for node, ip in self.nodes.items()}
+        out = dict(self.nodes)
         out.update({ip: "requestor" for ip in self.addresses})
         return out
 
@@ -142,40 +142,39 @@ class Networks:
         return host
 
     def add_node(self, network_id: str, node_id: Any, ip: Any) -> str:
-        """Add a node at an address (the same node at the same address again is a no-op).
+        """Add a node at an address; a node may hold several (one per activity), a repeat is a no-op.
 
         Raises:
             VpnError: not a node id, or an address outside the network.
-            VpnConflictError: the address is someone else's, or the node is already in at another address.
+            VpnConflictError: the address is another node's or the requestor's.
         """
         network = self.get(network_id)
         node_id = _node_id(node_id)
         host = self._host(network, ip, "ip")
         holder = network.taken().get(host)
-        known = node_id if node_id in network.nodes else None
-        if known is not None and network.nodes[known] == host:
+        if holder == node_id:
             return host
         if holder is not None:
             raise VpnConflictError(f"{host} is already the address of {holder} in network {network_id}")
-        if known is not None:
-            raise VpnConflictError(f"node {node_id} is already in network {network_id} as {network.nodes[known]}")
         if len(network.nodes) >= MAX_NODES:
-            raise VpnError(f"at most {MAX_NODES} nodes in a network")
-        network.nodes[node_id] = host
+            raise VpnError(f"at most {MAX_NODES} node addresses in a network")
+        network.nodes[host] = node_id
         return host
 
-    def remove_node(self, network_id: str, node_id: str) -> str:
-        """Take a node out; returns its address. VpnNotFoundError when it is not in the network."""
+    def remove_node(self, network_id: str, node_id: str) -> list[str]:
+        """Take a node out (all its addresses); returns them. VpnNotFoundError when it is not in the network."""
         network = self.get(network_id)
-        known = next((n for n in network.nodes if n.lower() == node_id.lower()), None)
-        if known is None:
+        hosts = [ip for ip, node in network.nodes.items() if node.lower() == node_id.lower()]
+        if not hosts:
             raise VpnNotFoundError(f"node {node_id[:60]} is not in network {network_id}")
-        return network.nodes.pop(known)
+        for ip in hosts:
+            del network.nodes[ip]
+        return hosts
 
     def node_at(self, network_id: str, ip: str) -> str:
         """The node id holding `ip` in the network; VpnNotFoundError when none does."""
         network = self.get(network_id)
-        for node, host in network.nodes.items():
-            if host == ip:
-                return node
+        node = network.nodes.get(ip)
+        if node is not None:
+            return node
         raise VpnNotFoundError(f"no node has address {ip[:60]} in network {network_id}")

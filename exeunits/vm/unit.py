@@ -51,7 +51,8 @@ import structlog
 
 from exeunits.output import captured
 from exeunits.vm import cgroups, files
-from protocol.activity import ChildEvent
+from exeunits.vm.vpn import RELAY_PATH, RelayLink
+from protocol.activity import ChildEvent, ChildPackets
 from protocol.errors import ExeUnitError
 
 if TYPE_CHECKING:
@@ -235,6 +236,10 @@ class VmExeUnit:
         self._client = client
         self._container_id: str | None = None
         self._network_id: str | None = None
+        self._vpn: list[dict[str, Any]] = []  # the networks deploy named
+        self._relay: Path | None = None  # the vpn-relay to put in the container, when one could be built
+        self._vpn_problem = ""  # why the container cannot join its networks at the IP level
+        self._links: dict[str, RelayLink] = {}  # network id -> relay link, once started
         self._volumes: dict[str, Path] = {}  # guest path -> host folder
         self.image: VmImage | None = None
         self._peak_memory_bytes = 0
@@ -289,6 +294,9 @@ class VmExeUnit:
         vpn = _vpn_networks(params.get("net"))
         extra_hosts = _extra_hosts(params.get("hosts"))
         client = self._engine()
+        self._vpn = vpn
+        if vpn:
+            self._relay, self._vpn_problem = self._find_relay()
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             image = prepare_image(
@@ -314,6 +322,8 @@ class VmExeUnit:
             network_mode = self._create_vpn_network(client, labels, vpn)
         try:
             created = self._create_container(client, image, mounts, network_mode, env, labels, hostname, extra_hosts)
+            if self._relay is not None:
+                self._put_relay(client, created["Id"])
         except BaseException:
             self._remove_vpn_network()
             raise
@@ -361,7 +371,12 @@ class VmExeUnit:
     ) -> dict[str, Any]:
         import docker.errors
 
+        vpn_devices: dict[str, Any] = {}
+        if self._relay is not None:
+            # The relay makes a tun device with the activity's address: in its own network namespace only.
+            vpn_devices = {"cap_add": ["NET_ADMIN"], "devices": ["/dev/net/tun:/dev/net/tun:rwm"]}
         host_config = client.api.create_host_config(
+            **vpn_devices,
             mounts=mounts,
             network_mode=network_mode,
             extra_hosts=extra_hosts or None,
@@ -409,7 +424,75 @@ class VmExeUnit:
             raise ExeUnitError(f"the container does not start (the image needs /bin/sh): {_explain(exc)}") from exc
         self._cgroup_dirs = cgroups.cgroup_dirs(pid) if pid > 0 else {}
         self.state = "Ready"
-        return "started"
+        joined = self._join_networks(api)
+        return f"started; {joined}" if joined else "started"
+
+    def vpn_send(self, network_id: str, packets: tuple[bytes, ...]) -> None:
+        """IP packets for the container from its network (dropped when it is not in that network)."""
+        link = self._links.get(network_id)
+        if link is not None:
+            link.send(packets)
+
+    def _find_relay(self) -> tuple[Path | None, str]:
+        """The relay binary and "" — or None and why the container cannot join at the IP level."""
+        from exeunits.vm.relay import RelayBuildError, relay_binary
+
+        if not os.path.exists("/dev/net/tun"):
+            return None, "this host has no /dev/net/tun"
+        cache = Path(self._cache_dir).parent if self._cache_dir else self.workdir.parent / ".cache"
+        try:
+            return relay_binary(cache), ""
+        except (RelayBuildError, OSError) as exc:
+            return None, str(exc)
+
+    def _put_relay(self, client: docker.DockerClient, container_id: str) -> None:
+        import io
+        import tarfile
+
+        import docker.errors
+
+        assert self._relay is not None
+        data = self._relay.read_bytes()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            info = tarfile.TarInfo(RELAY_PATH.lstrip("/"))
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        try:
+            client.api.put_archive(container_id, "/", archive.getvalue())
+        except docker.errors.DockerException as exc:
+            raise ExeUnitError(f"cannot put the VPN relay into the container: {_explain(exc)}") from exc
+
+    def _join_networks(self, api: Any) -> str:
+        """Start a relay per network; returns what to tell the requestor ("" without networks).
+
+        A relay that cannot start costs the IP level only: the requestor's TCP connections to
+        the container still work (the node relays them to its address on the host).
+        """
+        if not self._vpn:
+            return ""
+        if self._relay is None or self._container_id is None:
+            self._log.warning("vm_vpn_not_joined", why=self._vpn_problem)
+            return f"vpn: reachable from the requestor only ({self._vpn_problem})"
+        joined = []
+        for i, net in enumerate(self._vpn):
+            address, netmask = str(net["node_ip"]), str(net["network"].netmask)
+            try:
+                link = RelayLink.open(api, self._container_id, f"vpn{i}", net["id"], address, netmask, self._packets_out)
+            except ExeUnitError as exc:
+                self._log.warning("vm_vpn_not_joined", network=net["id"], why=str(exc))
+                joined.append(f"{address} reachable from the requestor only ({exc})")
+                continue
+            self._links[net["id"]] = link
+            joined.append(f"{address}/{netmask} on vpn{i}")
+            self._log.info("vm_vpn_joined", network=net["id"], ip=address, device=f"vpn{i}")
+        return "vpn: " + ", ".join(joined)
+
+    def _packets_out(self, network_id: str, packets: list[bytes]) -> None:
+        try:
+            self._out.write(ChildPackets(network_id, tuple(packets)))
+        except (OSError, ValueError):
+            pass  # the node is gone, or a packet it would refuse: dropped, as a network would
 
     def run(self, batch_id: str, index: int, params: dict[str, Any]) -> tuple[str | None, str | None, str]:
         """Execute ``entry_point args...`` in the container; returns (stdout tail, stderr tail, message).
@@ -603,6 +686,9 @@ class VmExeUnit:
 
     def close(self) -> None:
         """Remove the container (killing what runs in it), its VPN network and the volume folders; idempotent."""
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
         container_id, self._container_id = self._container_id, None
         if container_id is not None and self._client is not None:
             _remove_container(self._client, container_id)

@@ -215,6 +215,30 @@ def test_golem_core_reaches_a_vm_service_on_its_vpn(
         _assert_invoice_accepted(requestor, key)
 
 
+def test_yapapi_services_on_two_providers_reach_each_other_over_the_vpn(
+    testnet: Testnet, tmp_path: Path, image_repository: tuple[str, str, str]
+) -> None:
+    """As yapapi's webapp example: a second service fetches a page from the first at its VPN address (IP packets
+    between two providers' containers, through both nodes)."""
+    repo_url, image_hash, _ = image_repository
+    with local_chain(tmp_path) as local:
+        # One agreement each: the two services land on different providers.
+        for name in ("vm-provider-a", "vm-provider-b"):
+            testnet.add(name, env=provider_env(local, runtime="vm", LOAM_API__PORT=str(free_port()),
+                                               LOAM_PROVIDER__MAX_AGREEMENTS="1"))  # fmt: skip
+        requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
+        payment_call(requestor, "fund", amount="100", timeout_s=120)
+        key = app_key(requestor)
+        api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+        out = run_client("yapapi", "yapapi_vpn.py", requestor.data_dir, key, api, repo_url, image_hash, key, "cluster")
+        assert out["server_provider"] != out["fetcher_provider"], out
+        assert out["small"].rstrip().endswith("hello over the vpn"), out  # the requestor's own connection
+        [fetched] = out["fetched"]
+        assert fetched.startswith("HTTP/1.") and fetched.rstrip().endswith("hello over the vpn"), out
+        assert out["fetcher_ip"] != out["ip"] and out["fetcher_ip"].startswith("192.168.0."), out
+        assert out["final"] == ["terminated", "terminated"], out
+
+
 def test_golem_core_runs_a_vm_activity_and_pays(testnet: Testnet, tmp_path: Path, image_repository: tuple[str, str, str]) -> None:
     _, image_hash, image_url = image_repository
     with local_chain(tmp_path) as local:

@@ -3,8 +3,10 @@
 As yapapi's http-proxy and ssh examples do: a network (`Golem.create_network`), a service
 started in it (its deploy carries the network), then a TCP connection to the service's port
 through the WebSocket at `network_node.get_websocket_uri(port)`. Two requests, on two
-connections, one with a body larger than a tunnel chunk. Arguments: REPOSITORY_URL
-IMAGE_SHA3 APP_KEY. Prints one JSON line.
+connections, one with a body larger than a tunnel chunk. With "cluster", a second service
+joins the network and fetches the page from the first at its VPN address (as yapapi's
+webapp example's http server reaches its database). Arguments: REPOSITORY_URL IMAGE_SHA3
+APP_KEY [cluster]. Prints one JSON line.
 """
 
 import asyncio
@@ -18,6 +20,8 @@ from yapapi.payload import vm
 from yapapi.services import Service, ServiceState
 
 REPOSITORY_URL, IMAGE_HASH, APP_KEY = sys.argv[1:4]
+CLUSTER = sys.argv[4:5] == ["cluster"]
+FETCHED: list = []
 BIG = 200_000  # bytes of the second page: several tunnel chunks
 
 
@@ -36,6 +40,26 @@ class WebServer(Service):
         script.run("/bin/sh", "-c", f"mkdir -p /srv && echo hello over the vpn > /srv/index.html"
                    f" && head -c {BIG} /dev/zero | tr '\\0' x > /srv/big.txt && httpd -p 80 -h /srv")
         yield script
+
+
+class Fetcher(Service):
+    """Fetches the web server's page at its address in the network, from its own container."""
+
+    def __init__(self, server_ip: str):
+        super().__init__()
+        self.server_ip = server_ip
+
+    @staticmethod
+    async def get_payload():
+        return await WebServer.get_payload()
+
+    async def run(self):
+        script = self._ctx.new_script()
+        got = script.run("/bin/sh", "-c", f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {self.server_ip} 80")
+        yield script
+        FETCHED.append((await got).stdout)
+        while True:
+            await asyncio.sleep(1)
 
 
 async def fetch(uri: str, path: str) -> bytes:
@@ -82,10 +106,24 @@ async def main() -> None:
             "big_len": len(body),
             "big_ok": body == b"x" * BIG,
         }
+        if CLUSTER:
+            fetchers = await golem.run_service(
+                Fetcher, network=network, instance_params=[{"server_ip": instance.network_node.ip}],
+                expiration=datetime.now(timezone.utc) + timedelta(minutes=15),
+            )
+            while not FETCHED and loop.time() < deadline + 120:
+                await asyncio.sleep(0.5)
+            [fetcher] = fetchers.instances
+            out["fetcher_ip"] = fetcher.network_node.ip if fetcher.network_node else None
+            out["fetcher_provider"] = fetcher.provider_id
+            out["server_provider"] = instance.provider_id
+            out["fetched"] = FETCHED
+            fetchers.stop()
         cluster.stop()
-        while any(s.state != ServiceState.terminated for s in cluster.instances) and loop.time() < deadline + 60:
+        everyone = cluster.instances + (fetchers.instances if CLUSTER else [])
+        while any(s.state != ServiceState.terminated for s in everyone) and loop.time() < deadline + 180:
             await asyncio.sleep(0.5)
-        out["final"] = [s.state.value for s in cluster.instances]
+        out["final"] = [s.state.value for s in everyone]
         await network.remove()
     print(json.dumps(out))
 

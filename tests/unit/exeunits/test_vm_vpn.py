@@ -18,6 +18,7 @@ from exeunits.vm.unit import (
     ACTIVITY_LABEL, HOST_GUARD_RULE, ROOT_LABEL, VPN_BRIDGE_PREFIX, VPN_NETWORK_PREFIX, VmExeUnit, container_address,
     guard_host, sweep,
 )
+from protocol.activity import ChildPackets
 from protocol.errors import ExeUnitError
 from tests.images.support import GVMI_NAME, FileServer, build_images, engine, forget_images
 
@@ -295,3 +296,65 @@ def test_container_address_fails_when_the_engine_does_not_answer() -> None:
     absent = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41", timeout=2)
     with pytest.raises(ExeUnitError, match="cannot list the containers"):
         container_address(absent, "act-x", "/tmp")
+
+
+class Wire:
+    """Stands in for two children's FrameWriters and the nodes between them: packets out of one go into the other."""
+
+    def __init__(self) -> None:
+        self.units: dict[str, VmExeUnit] = {}  # VPN address -> unit
+        self.carried = 0
+
+    def writer(self) -> Any:
+        wire = self
+
+        class Out:
+            def write(self, msg: Any) -> None:
+                if isinstance(msg, ChildPackets):
+                    for packet in msg.packets:
+                        target = wire.units.get(".".join(str(b) for b in packet[16:20]))
+                        if target is not None:
+                            wire.carried += 1
+                            target.vpn_send(msg.network_id, (packet,))
+
+        return Out()
+
+
+def test_two_containers_on_one_vpn_talk_to_each_other_at_their_vpn_addresses(
+    root: Path, server: FileServer, client: docker.DockerClient
+) -> None:
+    wire = Wire()
+    nodes = {"192.168.0.1": REQUESTOR_ID, "192.168.0.2": PROVIDER_ID, "192.168.0.3": PROVIDER_ID}
+    units = []
+    try:
+        for ip in ("192.168.0.2", "192.168.0.3"):
+            unit = _new_unit(root, server, client)
+            unit._out = wire.writer()  # noqa: SLF001 - the packets' way out, as the child's FrameWriter is
+            unit.deploy({"net": [_net(nodeIp=ip, nodes=nodes)]})
+            started = unit.start({})
+            assert f"vpn: {ip}/255.255.255.0 on vpn0" in started, started
+            wire.units[ip] = unit
+            units.append(unit)
+        a, b = units
+        _sh(b, "echo served-over-the-vpn > /tmp/index.html && httpd -p 8080 -h /tmp")
+        got = _sh(a, "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 192.168.0.3 8080")
+        assert got.startswith("HTTP/1.") and got.rstrip().endswith("served-over-the-vpn"), got
+        assert "2 packets received" in _sh(b, "ping -c 2 -W 2 192.168.0.2")
+        assert wire.carried > 10
+        # The device is the activity's address in the network; an address outside it is not routed there.
+        assert "inet 192.168.0.2/24" in _sh(a, "ip addr show vpn0")
+    finally:
+        for unit in units:
+            unit.close()
+
+
+def test_packets_for_a_network_the_container_is_not_in_are_dropped(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    unit = _new_unit(root, server, client)
+    try:
+        unit.deploy({"net": [_net()]})
+        unit.start({})
+        unit.vpn_send("another-network", (b"\x45" + b"\x00" * 19,))  # nothing to deliver it to: no error
+        unit.vpn_send(_net()["id"], (b"\x00" * 20,))  # not an IP packet: the kernel drops it, the relay goes on
+        assert "1 packets received" in _sh(unit, "ping -c 1 -W 2 192.168.0.2")  # its own address still answers
+    finally:
+        unit.close()

@@ -55,6 +55,8 @@ __all__ = [
 
 GOLDEN_DIR = Path(__file__).with_name("golden")
 VPN_TUNNEL_ID = "5e" * 16
+# An ICMP echo request from 192.168.0.2 to 192.168.0.3.
+IPV4_PACKET = bytes.fromhex("4500001c0001000040010000c0a80002c0a800030800f7ff00000000")
 REGENERATE_CMD = ".venv/bin/python -m tests.unit.protocol.samples --write-golden"
 
 # Fixed keys: signatures are deterministic (RFC 6979), so the encoded samples are too.
@@ -519,6 +521,12 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     gftp.GftpUploadChunk.TYPE: lambda: gftp.GftpUploadChunk(GFTP_TRANSFER_ID, GFTP_SLOT_ID, 0, b"3 7 41\n", 7),
     gftp.GftpUploadAck.TYPE: lambda: gftp.GftpUploadAck(GFTP_TRANSFER_ID, 0, 7),
     gftp.GftpUploadFinish.TYPE: lambda: gftp.GftpUploadFinish(GFTP_TRANSFER_ID, GFTP_SLOT_ID, 7, GFTP_FILE_HASH),
+    # protocol.activity: VPN packets and maps
+    activity.ActivityPackets.TYPE: lambda: activity.ActivityPackets("3f2a9c", (IPV4_PACKET, IPV4_PACKET[:20])),
+    activity.ActivityVpnNodes.TYPE: lambda: activity.ActivityVpnNodes(
+        "3f2a9c", {"192.168.0.1": ALICE.node_id, "192.168.0.2": BOB.node_id}
+    ),
+    activity.ChildPackets.TYPE: lambda: activity.ChildPackets("3f2a9c", (IPV4_PACKET,)),
     # protocol.vpn
     vpn.VpnOpen.TYPE: lambda: vpn.VpnOpen(VPN_TUNNEL_ID, "3f2a9c", "192.168.0.2", 80),
     vpn.VpnOpened.TYPE: lambda: vpn.VpnOpened(VPN_TUNNEL_ID, "cannot connect to port 80 of the service: Connection refused"),

@@ -58,8 +58,8 @@ def test_addresses_and_nodes_are_unique_and_repeats_are_no_ops() -> None:
         nets.add_node(net.id, P2, "192.168.0.1")  # the requestor's
     with pytest.raises(VpnConflictError, match="already the address"):
         nets.add_address(net.id, "192.168.0.2")  # a node's
-    with pytest.raises(VpnConflictError, match="already in network"):
-        nets.add_node(net.id, P1, "192.168.0.3")
+    nets.add_node(net.id, P1, "192.168.0.3")  # a second activity of the same node: a second address
+    assert nets.node_at(net.id, "192.168.0.3") == P1
     with pytest.raises(VpnError, match="not inside"):
         nets.add_node(net.id, P2, "10.0.0.3")
     with pytest.raises(VpnError, match="broadcast"):
@@ -69,7 +69,7 @@ def test_addresses_and_nodes_are_unique_and_repeats_are_no_ops() -> None:
     assert nets.node_at(net.id, "192.168.0.2") == P1
     with pytest.raises(VpnNotFoundError):
         nets.node_at(net.id, "192.168.0.9")
-    assert nets.remove_node(net.id, P1) == "192.168.0.2"
+    assert nets.remove_node(net.id, P1) == ["192.168.0.2", "192.168.0.3"]
     with pytest.raises(VpnNotFoundError):
         nets.remove_node(net.id, P1)
     nets.add_node(net.id, P2, "192.168.0.2")  # the address is free again
