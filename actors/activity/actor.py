@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.activity.view import ActivityView
+from actors.activity.vpn_routing import VpnRouter
 from actors.base import FailureHandler, LoamActor, Ticker
 from actors.market.events import MarketError, now_ms
 from actors.net.actor import Received
@@ -41,7 +40,6 @@ from protocol.activity import (
     ExeResult,
 )
 from protocol.errors import NodeError, ProtocolError
-from protocol.identity import is_node_id
 
 if TYPE_CHECKING:
     from node.settings import Settings
@@ -123,8 +121,6 @@ class _Running:
     run_deadline_ms: int | None = None  # set while a `run` command executes
     resources: tuple[float, float, float] = (0.0, 0.0, 0.0)  # cores, memory GiB, disk GiB it may use
     runtime: str = ""
-    vpn: dict[str, str] = field(default_factory=dict)  # network id -> this activity's address, from `deploy`
-    vpn_nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # network id -> {ip: node id}, the requestor's map
 
     def usage(self) -> tuple[float, ...]:
         values = {
@@ -155,7 +151,7 @@ class ActivityActor(LoamActor):
         self._running: dict[str, _Running] = {}
         self._views: dict[str, ActivityView] = {}
         self._payment: pykka.ActorRef | None = None
-        self._vpn_maps: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()  # (requestor, network) -> {ip: node}
+        self._vpn = VpnRouter(identity.node_id)  # the requestors' networks our vm activities joined
         self._ticker: Ticker | None = None
         # What all activities together may use: cores, memory GiB, disk GiB (the provider agent
         # sets them again when it reloads its settings).
@@ -252,7 +248,9 @@ class ActivityActor(LoamActor):
             ActivityError: there is none (so a tunnel to it is refused).
         """
         for run in self._running.values():
-            if run.requestor_id == requestor_id and run.vpn.get(network_id) == ip and run.state in ("Deployed", "Ready"):
+            if run.requestor_id == requestor_id and self._vpn.address(run.activity_id, network_id) == ip and run.state in (
+                "Deployed", "Ready"
+            ):
                 return run.activity_id
         raise ActivityError(f"no running activity of yours is {ip} in network {network_id} on this provider")
 
@@ -322,17 +320,10 @@ class ActivityActor(LoamActor):
                     except pykka.ActorDeadError:
                         self._payment = None
         elif isinstance(msg, ActivityPackets):
-            self._packets_in(sender, msg.network_id, msg.packets)
+            for activity_id, batch in self._vpn.incoming(sender, msg.network_id, msg.packets).items():
+                self._to_child(activity_id, msg.network_id, batch)
         elif isinstance(msg, ActivityVpnNodes):
-            nodes = _vpn_node_map(msg.nodes)
-            # Kept for activities deployed into the network later (their deploy's map may be older).
-            self._vpn_maps[(sender, msg.network_id)] = nodes
-            self._vpn_maps.move_to_end((sender, msg.network_id))
-            while len(self._vpn_maps) > 1024:
-                self._vpn_maps.popitem(last=False)
-            for run in self._running.values():
-                if run.requestor_id == sender and msg.network_id in run.vpn:
-                    run.vpn_nodes[msg.network_id] = nodes
+            self._vpn.announce(sender, msg.network_id, msg.nodes)
         elif isinstance(msg, ActivityRuntimeEvent):
             view = self._views.get(msg.activity_id)
             if view is not None and view.provider_id == sender:
@@ -425,7 +416,7 @@ class ActivityActor(LoamActor):
             self._send_update(run, msg.batch_id)
             return
         if run.runtime == "vm":
-            _note_networks(run, script, self._vpn_maps)
+            self._vpn.deploy(run.activity_id, run.requestor_id, script)
         try:
             run.writer.write(ChildRunBatch(msg.batch_id, script))
         except OSError:
@@ -444,7 +435,15 @@ class ActivityActor(LoamActor):
                 self._stop_child(run, "", notify=True, error=f"the exe-unit exited unexpectedly (exit code {code})")
             return
         if isinstance(msg, ChildPackets):
-            self._packets_out(run, msg.network_id, msg.packets)
+            remote, local = self._vpn.outgoing(run.activity_id, msg.network_id, msg.packets)
+            for node, batch in remote.items():
+                for start in range(0, len(batch), MAX_PACKETS):
+                    try:
+                        self._net.send(node, ActivityPackets(msg.network_id, tuple(batch[start : start + MAX_PACKETS])))
+                    except NodeError as exc:
+                        self._log.debug("vpn_packets_not_sent", node=node, error=str(exc))
+            for activity_id, batch in local.items():
+                self._to_child(activity_id, msg.network_id, batch)
             return
         if isinstance(msg, ChildUsage):
             run.cpu_s, run.duration_s, run.peak_memory_bytes = msg.cpu_s, msg.duration_s, msg.peak_memory_bytes
@@ -475,45 +474,15 @@ class ActivityActor(LoamActor):
 
     # -- VPN packets between activities ------------------------------------------------------
 
-    def _packets_out(self, run: _Running, network_id: str, packets: tuple[bytes, ...]) -> None:
-        """Packets leaving an activity's container: to the node holding each destination address."""
-        nodes = run.vpn_nodes.get(network_id)
-        if not nodes:
+    def _to_child(self, activity_id: str, network_id: str, packets: list[bytes]) -> None:
+        run = self._running.get(activity_id)
+        if run is None:
             return
-        by_node: dict[str, list[bytes]] = {}
-        for packet in packets:
-            destination = _ipv4_destination(packet)
-            node = nodes.get(destination) if destination else None
-            if node is None or node == run.requestor_id:
-                continue  # not a member's address (the requestor's own takes TCP tunnels, not packets)
-            by_node.setdefault(node, []).append(packet)
-        for node, batch in by_node.items():
-            if node == self.node_id:
-                self._packets_in(node, network_id, tuple(batch), requestor_id=run.requestor_id)
-                continue
-            for start in range(0, len(batch), MAX_PACKETS):
-                try:
-                    self._net.send(node, ActivityPackets(network_id, tuple(batch[start : start + MAX_PACKETS])))
-                except NodeError as exc:
-                    self._log.debug("vpn_packets_not_sent", node=node, error=str(exc))
-
-    def _packets_in(self, sender: str, network_id: str, packets: tuple[bytes, ...], *, requestor_id: str = "") -> None:
-        """Packets for activities here: each to the activity that is its destination, if the sender is in its network."""
-        by_run: dict[str, list[bytes]] = {}
-        for packet in packets:
-            destination = _ipv4_destination(packet)
-            for run in self._running.values():
-                if run.vpn.get(network_id) != destination or destination is None:
-                    continue
-                member = sender in run.vpn_nodes.get(network_id, {}).values()
-                if (requestor_id and run.requestor_id == requestor_id) or (not requestor_id and member):
-                    by_run.setdefault(run.activity_id, []).append(packet)
-                break
-        for activity_id, batch in by_run.items():
+        for start in range(0, len(packets), MAX_PACKETS):
             try:
-                self._running[activity_id].writer.write(ChildPackets(network_id, tuple(batch)))
+                run.writer.write(ChildPackets(network_id, tuple(packets[start : start + MAX_PACKETS])))
             except OSError:
-                pass  # the exe-unit is going: dropped, as a network would
+                return  # the exe-unit is going: dropped, as a network would
 
     def _signed(self, result: ExeResult) -> ExeResult:
         """The `sign` command's result with the provider's signature over the results' digest."""
@@ -551,6 +520,7 @@ class ActivityActor(LoamActor):
     def _stop_child(self, run: _Running, reason: str, *, notify: bool, error: str = "") -> None:
         """End an activity: stop its child (killing it if it does not go), remove its files."""
         self._running.pop(run.activity_id, None)
+        self._vpn.forget(run.activity_id)
         busy = any(not r or not r[-1].is_batch_finished for r in run.batches.values())
         try:
             run.writer.write(ChildShutdown())
@@ -638,51 +608,6 @@ def _sweep_containers(label: str, *, wait: bool) -> None:
     thread.start()
     if wait:
         thread.join(30)
-
-
-def _note_networks(
-    run: _Running, script: tuple[dict[str, Any], ...], announced: dict[tuple[str, str], dict[str, str]]
-) -> None:
-    """Remember the virtual networks a `deploy` puts the activity in, and who holds which address in them.
-
-    The map is the deploy's, updated by the newest one the requestor announced (ActivityVpnNodes).
-    """
-    for command in script:
-        params = command.get("deploy")
-        nets = params.get("net") if isinstance(params, dict) else None
-        if not isinstance(nets, list):
-            continue
-        for entry in nets[:4]:
-            if isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("nodeIp"), str):
-                run.vpn[entry["id"][:128]] = entry["nodeIp"][:45]
-                nodes = entry.get("nodes")
-                known = _vpn_node_map(nodes) if isinstance(nodes, dict) else {}
-                known.update(announced.get((run.requestor_id, entry["id"][:128]), {}))
-                run.vpn_nodes[entry["id"][:128]] = known
-
-
-def _vpn_node_map(nodes: dict[Any, Any]) -> dict[str, str]:
-    """{ip: node id} of the entries that are an IPv4 address and a node id (at most 1024)."""
-    out: dict[str, str] = {}
-    for ip, node in list(nodes.items())[:1024]:
-        if isinstance(ip, str) and isinstance(node, str) and is_node_id(node) and _is_ipv4(ip):
-            out[ip] = node
-    return out
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        socket.inet_aton(text)
-    except OSError:
-        return False
-    return text.count(".") == 3
-
-
-def _ipv4_destination(packet: bytes) -> str | None:
-    """The destination address of an IPv4 packet (None for anything else)."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    return socket.inet_ntoa(packet[16:20])
 
 
 def _ended(activity_id: str, reason: str, agreement_id: str = "") -> ActivityUpdate:
