@@ -27,15 +27,18 @@ from requestor.errors import (
     TaskFailedError,
 )
 from requestor.executor import WorkContext, execute_tasks
+from requestor.network import Network
 from requestor.payload import Payload, Resources, VmImage, WasmPackage, build_demand, resolve_image, task_package_for
 from requestor.scheduling import Task, TaskBook, majority
 from requestor.script import Command, CommandResult, Script
 from requestor.services import Service
 from requestor.session import Agreement, Demand, Golem
 from requestor.strategy import Custom, LowestPrice, MostThreads, Prices, ProviderOffer, Strategy
+from requestor.tunnel import TunnelWriter
 
 __all__ = [
     "Golem", "Agreement", "Demand", "Activity", "RuntimeEvent", "WorkContext", "execute_tasks", "Service",
+    "Network", "TunnelWriter",
     "Payload", "WasmPackage", "VmImage", "Resources", "build_demand", "task_package_for", "resolve_image",
     "Script", "Command", "CommandResult", "Task", "TaskBook", "majority",
     "Strategy", "LowestPrice", "MostThreads", "Custom", "Prices", "ProviderOffer",

@@ -1,4 +1,4 @@
-"""A typed asyncio client of a node's Golem REST API (market-, activity- and payment-api) over aiohttp.
+"""A typed asyncio client of a node's Golem REST API (market-, activity-, payment- and net-api) over aiohttp.
 
     async with RestClient.from_env() as rest:
         me = await rest.me()
@@ -9,6 +9,7 @@ Every error status becomes an `ApiError` naming the call, the status and the nod
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -22,12 +23,13 @@ import aiohttp
 
 from requestor.errors import ApiError, ConfigurationError
 
-__all__ = ["RestClient", "MarketApi", "ActivityApi", "PaymentApi", "DEFAULT_API_URL", "rfc3339", "parse_time"]
+__all__ = ["RestClient", "MarketApi", "ActivityApi", "PaymentApi", "NetApi", "DEFAULT_API_URL", "rfc3339", "parse_time"]
 
 DEFAULT_API_URL = "http://127.0.0.1:7465"
 MARKET = "/market-api/v1"
 ACTIVITY = "/activity-api/v1"
 PAYMENT = "/payment-api/v1"
+NET = "/net-api/v1"
 _MARGIN_S = 10.0  # a long poll's HTTP timeout: the poll's own timeout plus this
 
 
@@ -58,6 +60,7 @@ class RestClient:
         self.market = MarketApi(self)
         self.activity = ActivityApi(self)
         self.payment = PaymentApi(self)
+        self.net = NetApi(self)
 
     @classmethod
     def from_env(cls, api_url: str | None = None, app_key: str | None = None) -> RestClient:
@@ -325,6 +328,76 @@ class PaymentApi:
             "POST", f"{PAYMENT}/{kind}s/{_p(document_id)}/reject",
             {"rejectionReason": reason, "totalAmountAccepted": "0", "message": message}, expect_json=False,
         )  # fmt: skip
+
+
+class NetApi:
+    """net-api v1: virtual networks for services, and TCP to them over WebSocket."""
+
+    def __init__(self, rest: RestClient) -> None:
+        self._rest = rest
+
+    async def create_network(self, ip: str, mask: str | None = None, gateway: str | None = None) -> dict[str, Any]:
+        """The node's Network {id, ip, mask, gateway}; a bad range is a 400 ApiError with the node's reason."""
+        body: dict[str, Any] = {"ip": ip}
+        if mask is not None:
+            body["mask"] = mask
+        if gateway is not None:
+            body["gateway"] = gateway
+        return await self._rest.call("POST", f"{NET}/net", body)
+
+    async def networks(self) -> list[dict[str, Any]]:
+        return await self._rest.call("GET", f"{NET}/net")
+
+    async def remove_network(self, network_id: str) -> None:
+        await self._rest.call("DELETE", f"{NET}/net/{_p(network_id)}", expect_json=False)
+
+    async def add_address(self, network_id: str, ip: str) -> None:
+        await self._rest.call("POST", f"{NET}/net/{_p(network_id)}/addresses", {"ip": ip}, expect_json=False)
+
+    async def nodes(self, network_id: str) -> list[dict[str, Any]]:
+        return await self._rest.call("GET", f"{NET}/net/{_p(network_id)}/nodes")
+
+    async def add_node(self, network_id: str, node_id: str, ip: str) -> None:
+        await self._rest.call("POST", f"{NET}/net/{_p(network_id)}/nodes", {"id": node_id, "ip": ip}, expect_json=False)
+
+    async def remove_node(self, network_id: str, node_id: str) -> None:
+        await self._rest.call("DELETE", f"{NET}/net/{_p(network_id)}/nodes/{_p(node_id)}", expect_json=False)
+
+    async def connections(self, network_id: str) -> list[dict[str, Any]]:
+        """The open TCP connections: {protocol, localIp, localPort, remoteIp, remotePort}."""
+        return await self._rest.call("GET", f"{NET}/net/{_p(network_id)}/tcp")
+
+    async def connect_tcp(self, network_id: str, ip: str, port: int, *, timeout_s: float = 40.0) -> aiohttp.ClientWebSocketResponse:
+        """A WebSocket carrying a TCP connection to ip:port in the network (binary messages both ways).
+
+        Raises:
+            ApiError: the node refused the upgrade (404: no such network or no node at ip; 502: the
+                provider refused, or nothing accepts connections on that port), or did not answer in time.
+        """
+        path = f"{NET}/net/{_p(network_id)}/tcp/{_p(ip)}/{int(port)}"
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._rest._http().ws_connect(
+                    self._rest.api_url + path, autoping=True, max_msg_size=_WS_MAX_MESSAGE,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
+                )  # fmt: skip
+        except aiohttp.WSServerHandshakeError as exc:
+            # aiohttp drops the body of a refused upgrade, so the node's own message is not at hand here.
+            raise ApiError("GET", path, exc.status, _WS_REFUSED.get(exc.status, exc.message)) from None
+        except aiohttp.ClientError as exc:
+            raise ApiError("GET", path, 0, f"cannot reach the node at {self._rest.api_url}: {exc}") from exc
+        except TimeoutError:
+            raise ApiError("GET", path, 0, f"no answer from {self._rest.api_url} within {timeout_s} s") from None
+
+
+_WS_MAX_MESSAGE = 16 * 1024 * 1024
+_WS_REFUSED = {
+    400: "the node refused the address or port",
+    401: "the app-key was not accepted",
+    404: "no such network, or no node has that address in it",
+    502: "the provider refused the tunnel, or nothing accepts connections on that port of the service",
+    503: "the node has no virtual networks",
+}
 
 
 def _p(segment: str) -> str:

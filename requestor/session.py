@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -31,6 +31,10 @@ from requestor.payload import Payload, Resources, build_demand
 from requestor.payments import AgreementTerms, check_debit_note, check_invoice, glm_of
 from requestor.rest import RestClient, _glm, parse_time
 from requestor.strategy import Prices, ProviderOffer, Strategy, as_strategy
+
+if TYPE_CHECKING:
+    from requestor.network import Network
+    from requestor.services import Service
 
 __all__ = ["Golem", "Agreement", "Demand"]
 
@@ -320,6 +324,7 @@ class Golem:
         self._settled: set[str] = set()  # agreements whose invoice was decided (accepted or rejected)
         self.rejected: list[tuple[str, str]] = []  # (document id, why)
         self._demands: list[Demand] = []
+        self._networks: list[Network] = []  # virtual networks not removed yet, removed by close()
         self.workers: set[asyncio.Task[None]] = set()  # execute_tasks' workers, cancelled by close()
         self._loops: list[asyncio.Task[None]] = []
         self._started_at = datetime.now(timezone.utc)
@@ -385,6 +390,11 @@ class Golem:
                 await self.terminate(agreement, "the requestor is done")
             await self._wait_invoices()
         finally:
+            for network in list(self._networks):
+                try:
+                    await network.remove()
+                except ApiError as exc:
+                    self._log.warning("network_not_removed", network_id=network.network_id, error=str(exc))
             for loop in self._loops:
                 loop.cancel()
             for loop in self._loops:
@@ -415,18 +425,24 @@ class Golem:
 
     # -- market ------------------------------------------------------------------------------
 
-    async def demand(self, payload: Payload, resources: Resources | None = None, **extra: Any) -> Demand:
-        """Subscribe a demand for a payload (decorated with the allocation) and start negotiating."""
+    async def demand(
+        self, payload: Payload, resources: Resources | None = None, *, constraints: Iterable[str] = (), **extra: Any
+    ) -> Demand:
+        """Subscribe a demand for a payload (decorated with the allocation) and start negotiating.
+
+        constraints: more filters on offers, e.g. "(golem.runtime.capabilities=vpn)"; extra: more properties.
+        """
         if not isinstance(payload, Payload):
             raise ConfigurationError(f"payload must be a Payload (WasmPackage(...) or VmImage(...)), not {type(payload).__name__}")
         self._require_started()
+        filters = [constraints] if isinstance(constraints, str) else list(constraints)
         decorations = await self.rest.payment.demand_decorations([self.allocation_id])
         expiration_ms = int((time.time() + self.expiration_s) * 1000)
-        props, constraints = build_demand(
+        props, demand_constraints = build_demand(
             payload, resources or Resources(), subnet=self.subnet, expiration_ms=expiration_ms, decorations=decorations,
-            extra_properties=extra or None,
+            extra_properties=extra or None, extra_constraints=filters,
         )  # fmt: skip
-        demand = Demand(self, props, constraints)
+        demand = Demand(self, props, demand_constraints)
         await demand.start()
         self._demands.append(demand)
         return demand
@@ -444,8 +460,10 @@ class Golem:
         self._update_progress()
         self._log.info("agreement_approved", agreement_id=agreement.agreement_id, provider=agreement.offer.name)
 
-    async def start_activity(self, agreement: Agreement, *, deploy_timeout_s: float = 300.0) -> Activity:
-        """An activity under the agreement, deployed and started.
+    async def start_activity(
+        self, agreement: Agreement, *, deploy_timeout_s: float = 300.0, deploy_args: dict[str, Any] | None = None
+    ) -> Activity:
+        """An activity under the agreement, deployed (with deploy_args, e.g. a network's) and started.
 
         Raises:
             ApiError, CommandError, ActivityError: the provider could not start it.
@@ -457,7 +475,7 @@ class Golem:
         self._activity_agreement[activity_id] = agreement.agreement_id
         activity = Activity(self.rest, agreement, activity_id, self.gftp)
         script = Script()
-        script.deploy()
+        script.deploy(**(deploy_args or {}))
         script.start()
         try:
             await activity.run(script, timeout_s=deploy_timeout_s)
@@ -589,14 +607,49 @@ class Golem:
 
     async def run_service(
         self, payload: Payload, *, resources: Resources | None = None, start: Callable[[Any], Awaitable[None]] | None = None,
-        provider_timeout_s: float = 120.0,
-    ) -> Any:  # fmt: skip
-        """A long-lived service on one provider: deployed, started, and `start(ctx)` run; see requestor.services."""
+        provider_timeout_s: float = 120.0, network: Network | None = None, ip: str | None = None,
+    ) -> Service:  # fmt: skip
+        """A long-lived service on one provider: deployed, started, and `start(ctx)` run; see requestor.services.
+
+        network: a virtual network (create_network) the service joins, at ip (default: the next free
+        address), for `service.connect(port)`; only vm payloads can join one.
+        """
         from requestor.services import Service
 
-        service = Service(self, payload, resources=resources, on_start=start, provider_timeout_s=provider_timeout_s)
-        await service.start()
+        service = Service(
+            self, payload, resources=resources, on_start=start, provider_timeout_s=provider_timeout_s, network=network, ip=ip,
+        )  # fmt: skip
+        try:
+            await service.start()
+        except BaseException:
+            await service.stop()  # the caller has no handle on it: leave no demand nor address behind
+            raise
         return service
+
+    async def create_network(
+        self, ip: str, *, mask: str | None = None, gateway: str | None = None, requestor_ip: str | None = None
+    ) -> Network:
+        """A virtual network for services, e.g. "192.168.0.0/24"; the requestor's address is its first host.
+
+            net = await golem.create_network("192.168.0.0/24")
+            service = await golem.run_service(VmImage(pkg), network=net)     # 192.168.0.2
+
+        mask: the netmask, when ip has no /prefix (default /24). It is removed when the session closes.
+
+        Raises:
+            ConfigurationError: an argument that is not a string, or a requestor_ip outside the range.
+            ApiError: the node refused the range (status 400, its reason in the message).
+        """
+        from requestor.network import Network
+
+        self._require_started()
+        network = await Network.create(self, ip, mask=mask, gateway=gateway, requestor_ip=requestor_ip)
+        self._networks.append(network)
+        return network
+
+    def _networks_done(self, network: Network) -> None:
+        if network in self._networks:
+            self._networks.remove(network)
 
     # -- misc --------------------------------------------------------------------------------
 
