@@ -10,7 +10,7 @@ then sends numbered chunks, acknowledges what it has delivered (cumulatively) an
                                           connects to the service in its container
       ◀─  VpnOpened(t, error="")
       VpnData(t, 0, b"GET / ...")    ─▶  written to the socket
-      ◀─  VpnAck(t, 1) · VpnData(t, 0, b"HTTP/1.0 200 ...")
+      ◀─  VpnAck(t, 1, 1) · VpnData(t, 0, b"HTTP/1.0 200 ...")
       VpnClose(t, "")                ─▶  (either side; the other stops too)
 
 Chunks may be lost or reordered on the way; `actors/vpn/stream.py` retransmits and reorders.
@@ -104,15 +104,20 @@ class VpnData(Message):
 @register
 @dataclass(frozen=True, slots=True)
 class VpnAck(Message):
-    """Either way: every chunk below `upto` was delivered to the socket (or the client)."""
+    """Either way: every chunk below `upto` arrived, and below `consumed` was taken by this side's
+    consumer (written to the socket, sent to the client); the sender keeps within a window of it."""
 
     TYPE: ClassVar[str] = "vpn.ack"
     tunnel_id: str
     upto: int
+    consumed: int
 
     def __post_init__(self) -> None:
         _check_tunnel(self.tunnel_id)
         _check_seq(self.upto, "upto")
+        _check_seq(self.consumed, "consumed")
+        if self.consumed > self.upto:
+            raise ValueError("consumed runs past upto")
 
 
 @register

@@ -763,6 +763,7 @@ JSON
     "$LOAM" run --data-dir "$(node_dir 0)" --package "$(cat "$package_file")" --script "$script" --timeout 60 \
         --budget 5 --wait-payment 90 || die "the demo job failed"
     demo_batch "$(cat "$package_file")"
+    demo_service
     wait_settled 90
     say ""
     "$LOAM" market agreements --data-dir "$(node_dir 0)"
@@ -810,6 +811,31 @@ demo_batch() {
         "$PY" "$REPO/examples/batch_files.py" --package "$package" --data-dir "$(node_dir 0)" --budget 5 \
             --workers "$((NODES - 1))" "$inputs"/text-*.txt
     ) || die "the demo batch failed"
+}
+
+# The service: a web server in a vm service on the provider that sells vm, on a virtual
+# network node-0 creates, fetched through the network (examples/service_vpn.py).
+demo_service() {
+    if [[ -z "$VM_NODE" ]]; then
+        info "no provider sells vm (no Docker engine): skipping the service on a virtual network"
+        return 0
+    fi
+    if [[ ! -s "$TESTNET_DIR/images/busybox.gvmi" ]]; then
+        info "no busybox image in the image repository: skipping the service on a virtual network"
+        return 0
+    fi
+    if [[ -n "$HOSTS_MODE" ]]; then
+        # The provider's node sits in a network namespace there, and Docker keeps other
+        # namespaces away from a container's internal network.
+        info "nodes in network namespaces (--hosts): skipping the service on a virtual network"
+        return 0
+    fi
+    say ""
+    info "demo service: a web server in a vm service on $(node_name "$VM_NODE"), on a virtual network, fetched through it (examples/service_vpn.py)"
+    (
+        eval "$(cmd_env)"
+        "$PY" "$REPO/examples/service_vpn.py" --repo "$LOAM_IMAGE_REPO_URL" --tag busybox:latest --budget 2
+    ) || die "the demo service failed"
 }
 
 # item_latencies TMPDIR ITEM_ID ELAPSED_MS: reads TMPDIR/I.json (`loam debug items

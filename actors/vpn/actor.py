@@ -18,7 +18,7 @@ the overlay may lose or reorder messages.
 from __future__ import annotations
 
 import queue
-from collections import OrderedDict
+from collections import OrderedDict, deque
 import secrets
 import socket
 import threading
@@ -48,6 +48,7 @@ Sink = Callable[[str, Any], None]
 _TICK_S = 0.2
 _OPEN_TIMEOUT_MS = 20_000
 _CLOSE_LINGER_MS = 30_000  # a closing side waits this long for the other's close
+_CLOSING_MAX_MS = 300_000  # and at most this long for the other side's consumer to take what is queued
 _STALL_MS = 30_000  # unacknowledged data this old: the other side is gone
 _CONNECT_TIMEOUT_S = 10.0
 _MAX_TUNNELS = 512
@@ -71,14 +72,19 @@ class _Tunnel:
     since_ms: int = 0
     last_progress_ms: int = 0
     sink: Sink | None = None  # requestor: the client's end
-    pending: list[bytes] = field(default_factory=list)  # requestor: written before the tunnel opened
+    manual: bool = False  # requestor: the client reports what it consumed (consumed()); else delivered = consumed
+    marks: deque[tuple[int, int]] = field(default_factory=deque)  # (chunks delivered, bytes to the sink by then)
+    sink_bytes: int = 0  # bytes handed to the sink
+    taken_bytes: int = 0  # of those, what the client passed on
+    consumed: int = 0  # chunks below this were taken by this side's consumer
     sock: socket.socket | None = None  # provider: the service's end
-    writes: queue.Queue[bytes | None] | None = None
+    writes: queue.Queue[tuple[bytes, int] | None] | None = None  # (data, chunks delivered with it)
     permits: threading.Semaphore | None = None
     gone: threading.Event = field(default_factory=threading.Event)
     peer_sent: int | None = None  # the other side closed after sending this many chunks
     reason: str = ""
-    close_sent_ms: int = 0
+    close_sent: bool = False  # our VpnClose went out (once everything queued was numbered)
+    close_sent_ms: int = 0  # when an open (opening) or close (closing) was last sent
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,12 @@ class _Connected:
 class _SocketData:
     tunnel_id: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class _Written:
+    tunnel_id: str
+    upto: int
 
 
 @dataclass(frozen=True)
@@ -210,8 +222,11 @@ class VpnActor(LoamActor):
 
     # -- requestor: tunnels ----------------------------------------------------------------
 
-    def open_tcp(self, network_id: str, ip: str, port: int, sink: Sink) -> str:
+    def open_tcp(self, network_id: str, ip: str, port: int, sink: Sink, *, manual_consume: bool = False) -> str:
         """Open a tunnel to `ip:port` in a network; returns its id. The sink hears "opened" or "closed".
+
+        With manual_consume the client calls consumed() as it passes data on, and the provider
+        runs at most a window ahead of that; without, data counts as consumed once the sink has it.
 
         Raises:
             VpnNotFoundError: no such network, or no node at that address.
@@ -226,24 +241,43 @@ class VpnActor(LoamActor):
         self._ports = 49152 + (self._ports - 49152 + 1) % 16384
         tunnel = _Tunnel(
             secrets.token_hex(16), provider, "requestor", network_id, ip, port, self._ports,
-            since_ms=now, last_progress_ms=now, sink=sink, close_sent_ms=now,
+            since_ms=now, last_progress_ms=now, sink=sink, close_sent_ms=now, manual=manual_consume,
         )  # fmt: skip
         self._tunnels[tunnel.tunnel_id] = tunnel
         self._net.send(provider, VpnOpen(tunnel.tunnel_id, network_id, ip, port))
         self._log.info("vpn_tunnel_opening", tunnel_id=tunnel.tunnel_id, provider=provider, ip=ip, port=port)
         return tunnel.tunnel_id
 
-    def write(self, tunnel_id: str, data: bytes) -> None:
-        """Send a client's bytes through a tunnel (held until it is open). VpnNotFoundError when it is gone."""
+    def write(self, tunnel_id: str, data: bytes) -> int:
+        """Send a client's bytes through a tunnel (held until it is open); returns the bytes still queued
+        (a client waits while that is large). VpnNotFoundError when the tunnel is gone."""
         tunnel = self._tunnels.get(tunnel_id)
         if tunnel is None or tunnel.role != "requestor" or tunnel.state == "closing":
             raise VpnNotFoundError(f"tunnel {tunnel_id[:40]} is closed")
-        if not data:
+        if data:
+            tunnel.out.queue(bytes(data))
+            if tunnel.state == "open":
+                self._flush(tunnel)
+        return tunnel.out.queued_bytes
+
+    def queued(self, tunnel_id: str) -> int:
+        """Bytes of a tunnel not sent yet (waiting for the window). VpnNotFoundError when it is gone."""
+        tunnel = self._tunnels.get(tunnel_id)
+        if tunnel is None or tunnel.role != "requestor":
+            raise VpnNotFoundError(f"tunnel {tunnel_id[:40]} is closed")
+        return tunnel.out.queued_bytes
+
+    def consumed(self, tunnel_id: str, nbytes: int) -> None:
+        """The client passed on nbytes more of what the sink gave it (manual_consume tunnels)."""
+        tunnel = self._tunnels.get(tunnel_id)
+        if tunnel is None or not tunnel.manual or nbytes <= 0:
             return
-        if tunnel.state == "opening":
-            tunnel.pending.append(bytes(data))
-            return
-        self._send_data(tunnel, bytes(data))
+        tunnel.taken_bytes += nbytes
+        before = tunnel.consumed
+        while tunnel.marks and tunnel.marks[0][1] <= tunnel.taken_bytes:
+            tunnel.consumed = tunnel.marks.popleft()[0]
+        if tunnel.consumed != before:
+            self._ack(tunnel)
 
     def close(self, tunnel_id: str, reason: str = "closed by the client") -> None:
         """Close a tunnel from the client's end (a repeat or an unknown id is a no-op)."""
@@ -273,6 +307,11 @@ class VpnActor(LoamActor):
                 tunnel = self._tunnels.get(message.tunnel_id)
                 if tunnel is not None and tunnel.state == "open":
                     self._send_data(tunnel, message.data)
+            elif isinstance(message, _Written):
+                tunnel = self._tunnels.get(message.tunnel_id)
+                if tunnel is not None and message.upto > tunnel.consumed:
+                    tunnel.consumed = message.upto
+                    self._ack(tunnel)
             elif isinstance(message, _SocketEnded):
                 tunnel = self._tunnels.get(message.tunnel_id)
                 if tunnel is not None:
@@ -303,9 +342,7 @@ class VpnActor(LoamActor):
                 return
             tunnel.state, tunnel.last_progress_ms = "open", now
             self._tell_sink(tunnel, "opened", b"")
-            pending, tunnel.pending = tunnel.pending, []
-            for data in pending:
-                self._send_data(tunnel, data)
+            self._flush(tunnel)  # what the client wrote while it was opening
             if tunnel.reason:  # the client closed while it was opening
                 self._close_local(tunnel, tunnel.reason)
         elif isinstance(msg, VpnData):
@@ -316,15 +353,16 @@ class VpnActor(LoamActor):
                 data = b"".join(chunks)
                 self._counters["bytes_in"] += len(data)
                 self._deliver(tunnel, data)
-            self._net.send(sender, VpnAck(tunnel.tunnel_id, tunnel.inb.delivered))
+            self._ack(tunnel)  # also for a duplicate: our last ack may have been lost
             self._maybe_done(tunnel)
         elif isinstance(msg, VpnAck):
-            newly = tunnel.out.ack(msg.upto)
+            newly = tunnel.out.ack(msg.upto, msg.consumed)
             if newly:
                 tunnel.last_progress_ms = now
                 if tunnel.permits is not None:
                     for _ in range(newly):
                         tunnel.permits.release()
+            self._flush(tunnel)
         elif isinstance(msg, VpnClose):
             if tunnel.state == "closing":  # the answer to our close
                 self._finish(tunnel, tunnel.reason, tell_peer=False)
@@ -392,18 +430,39 @@ class VpnActor(LoamActor):
     # -- both sides ------------------------------------------------------------------------
 
     def _send_data(self, tunnel: _Tunnel, data: bytes) -> None:
+        tunnel.out.queue(data)
+        self._flush(tunnel)
+
+    def _flush(self, tunnel: _Tunnel) -> None:
+        """Send what the window lets go; once a closing side has sent everything, its close."""
         now = now_ms()
         if tunnel.out.all_acked:
             tunnel.last_progress_ms = now  # the stall clock runs from the oldest unacknowledged chunk
-        self._counters["bytes_out"] += len(data)
-        for seq, chunk in tunnel.out.push(data, now):
+        for seq, chunk in tunnel.out.take(now):
+            self._counters["bytes_out"] += len(chunk)
             self._net.send(tunnel.peer, VpnData(tunnel.tunnel_id, seq, chunk))
+        if tunnel.state == "closing" and not tunnel.close_sent and tunnel.out.queued_bytes == 0:
+            tunnel.close_sent, tunnel.close_sent_ms, tunnel.since_ms = True, now, now
+            self._net.send(tunnel.peer, VpnClose(tunnel.tunnel_id, tunnel.out.next_seq, tunnel.reason[:1000]))
+
+    def _ack(self, tunnel: _Tunnel) -> None:
+        delivered = tunnel.inb.delivered
+        self._net.send(tunnel.peer, VpnAck(tunnel.tunnel_id, delivered, min(tunnel.consumed, delivered)))
 
     def _deliver(self, tunnel: _Tunnel, data: bytes) -> None:
+        upto = tunnel.inb.delivered
         if tunnel.role == "requestor":
+            if tunnel.sink is None:
+                tunnel.consumed = upto  # nobody to take it: as good as consumed
+                return
+            tunnel.sink_bytes += len(data)
+            if tunnel.manual:
+                tunnel.marks.append((upto, tunnel.sink_bytes))
+            else:
+                tunnel.consumed = upto
             self._tell_sink(tunnel, "data", data)
         elif tunnel.writes is not None:
-            tunnel.writes.put(data)
+            tunnel.writes.put((data, upto))
 
     def _tell_sink(self, tunnel: _Tunnel, event: str, payload: Any) -> None:
         if tunnel.sink is None:
@@ -424,10 +483,9 @@ class VpnActor(LoamActor):
                 return  # closed once VpnOpened arrives (or the open times out)
             self._finish(tunnel, reason, tell_peer=True)
             return
-        tunnel.state, tunnel.close_sent_ms = "closing", now_ms()
-        tunnel.since_ms = tunnel.close_sent_ms
-        self._net.send(tunnel.peer, VpnClose(tunnel.tunnel_id, tunnel.out.next_seq, reason[:1000]))
+        tunnel.state, tunnel.since_ms = "closing", now_ms()
         self._release_local(tunnel, reason)
+        self._flush(tunnel)  # the close goes once everything queued is on its way
 
     def _finish(self, tunnel: _Tunnel, reason: str, *, tell_peer: bool) -> None:
         """Forget a tunnel, closing this side's end; tell_peer sends the other side our close."""
@@ -471,7 +529,10 @@ class VpnActor(LoamActor):
             if not tunnel.out.all_acked and now - tunnel.last_progress_ms > _STALL_MS:
                 self._finish(tunnel, "the other side stopped answering", tell_peer=True)
             elif tunnel.state == "closing":
-                if now - tunnel.since_ms > _CLOSE_LINGER_MS:
+                if not tunnel.close_sent:
+                    if now - tunnel.since_ms > _CLOSING_MAX_MS:
+                        self._finish(tunnel, "the other side took nothing more", tell_peer=True)
+                elif now - tunnel.since_ms > _CLOSE_LINGER_MS:
                     self._finish(tunnel, tunnel.reason, tell_peer=False)
                 elif now - tunnel.close_sent_ms >= _RESEND_CONTROL_MS:
                     tunnel.close_sent_ms = now
@@ -538,10 +599,14 @@ def _write_socket(ref: pykka.ActorRef, tunnel: _Tunnel) -> None:
     sock = tunnel.sock
     try:
         while True:
-            data = tunnel.writes.get()
-            if data is None:
+            item = tunnel.writes.get()
+            if item is None:
                 break
+            data, upto = item
             sock.sendall(data)
+            ref.tell(_Written(tunnel.tunnel_id, upto))  # the requestor may send further
+    except pykka.ActorDeadError:
+        pass
     except OSError as exc:
         try:
             ref.tell(_SocketEnded(tunnel.tunnel_id, f"writing to the service failed: {exc.strerror or exc}"))

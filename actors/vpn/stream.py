@@ -1,25 +1,30 @@
 """Reliable byte streams over lossy, reordering messages: the bookkeeping of one tunnel's two directions.
 
 No I/O and no clock of its own (times are passed in), so retransmission is deterministic
-to test. The sending side numbers chunks and keeps them until acknowledged:
+to test. The sending side queues bytes, numbers chunks as the window lets it send them, and keeps
+them until acknowledged:
 
     out = Outbound()
-    for seq, data in out.push(b"GET / HTTP/1.0\\r\\n\\r\\n", now_ms):
+    out.queue(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    for seq, data in out.take(now_ms):  # as far as the window reaches
         send(VpnData(tunnel, seq, data))
-    out.ack(upto)                       # from a VpnAck: chunks below upto are delivered
+    out.ack(upto, consumed)             # from a VpnAck: below upto delivered, below consumed used up
     for seq, data in out.due(now_ms):   # not acknowledged in time: send again
 
-and the receiving side hands back bytes in order, however the chunks arrive:
+The window is flow control: the sender runs at most WINDOW_CHUNKS ahead of what the
+receiver's consumer (a socket, a WebSocket client) has taken, so a slow consumer slows the
+sender instead of filling the receiver's memory. The receiving side hands back bytes in
+order, however the chunks arrive:
 
     inb = Inbound()
     for data in inb.accept(seq, data):
         socket.sendall(data)
-    send(VpnAck(tunnel, inb.delivered))
+    send(VpnAck(tunnel, inb.delivered, consumed))
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from protocol.vpn import MAX_CHUNK_BYTES
 
@@ -30,15 +35,19 @@ RESEND_MS = 1_000  # a chunk not acknowledged within this is sent again
 
 
 class Outbound:
-    """Chunks sent and not yet acknowledged, in order."""
+    """Bytes queued, chunks sent and not yet acknowledged, in order."""
 
-    def __init__(self, chunk_bytes: int = MAX_CHUNK_BYTES, resend_ms: int = RESEND_MS) -> None:
+    def __init__(self, chunk_bytes: int = MAX_CHUNK_BYTES, resend_ms: int = RESEND_MS, window: int = WINDOW_CHUNKS) -> None:
         if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk size must be in 1..{MAX_CHUNK_BYTES}")
         self.next_seq = 0  # the number the next chunk gets; also how many were sent
         self.acked = 0  # every chunk below this was delivered
+        self.consumed = 0  # every chunk below this was taken by the receiver's consumer
         self._chunk = chunk_bytes
         self._resend_ms = resend_ms
+        self._window = window
+        self._waiting: deque[bytes] = deque()  # chunks queued, not sent yet
+        self.queued_bytes = 0
         self._unacked: OrderedDict[int, tuple[bytes, int]] = OrderedDict()  # seq -> (data, last sent ms)
 
     @property
@@ -51,24 +60,45 @@ class Outbound:
         """Everything sent was delivered."""
         return not self._unacked
 
-    def push(self, data: bytes, now_ms: int) -> list[tuple[int, bytes]]:
-        """Number new bytes as chunks; returns them (seq, data) to send now."""
-        out = []
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and everything sent delivered."""
+        return not self._unacked and not self._waiting
+
+    def queue(self, data: bytes) -> None:
+        """Bytes to send, cut into chunks; `take` sends them as the window allows."""
         for start in range(0, len(data), self._chunk):
             chunk = bytes(data[start : start + self._chunk])
+            self._waiting.append(chunk)
+            self.queued_bytes += len(chunk)
+
+    def take(self, now_ms: int) -> list[tuple[int, bytes]]:
+        """Queued chunks the window lets go now, numbered: (seq, data) to send."""
+        out = []
+        while self._waiting and self.next_seq < self.consumed + self._window:
+            chunk = self._waiting.popleft()
+            self.queued_bytes -= len(chunk)
             seq = self.next_seq
             self.next_seq += 1
             self._unacked[seq] = (chunk, now_ms)
             out.append((seq, chunk))
         return out
 
-    def ack(self, upto: int) -> int:
-        """Chunks below `upto` were delivered; returns how many that newly acknowledged.
+    def push(self, data: bytes, now_ms: int) -> list[tuple[int, bytes]]:
+        """Queue bytes and take what the window lets go (see queue and take)."""
+        self.queue(data)
+        return self.take(now_ms)
 
-        An `upto` beyond what was sent is clamped (a confused or hostile peer acknowledges
-        nothing that does not exist).
+    def ack(self, upto: int, consumed: int | None = None) -> int:
+        """Chunks below `upto` were delivered (and below `consumed` taken by the consumer; by default
+        as many as were delivered); returns how many that newly acknowledged.
+
+        Values beyond what was sent are clamped (a confused or hostile peer acknowledges
+        nothing that does not exist); consumption never goes back.
         """
         upto = min(upto, self.next_seq)
+        used = upto if consumed is None else min(consumed, upto)
+        self.consumed = max(self.consumed, used)
         if upto <= self.acked:
             return 0
         newly = 0

@@ -25,6 +25,7 @@ __all__ = ["net_routes", "PREFIX"]
 PREFIX = "/net-api/v1"
 _WS_MAX_MESSAGE = 1024 * 1024
 _OPEN_WAIT_S = 25.0
+_MAX_QUEUED = 4 * 1024 * 1024  # bytes of a client's not yet sent before its WebSocket is read further
 
 
 def _vpn(ctx: ApiContext) -> Any:
@@ -108,7 +109,7 @@ async def connect_tcp(ctx: ApiContext, request: web.Request) -> web.StreamRespon
         loop.call_soon_threadsafe(events.put_nowait, (event, payload))
 
     # Unknown network or address: a 404 before the upgrade, as the spec says.
-    tunnel_id = await ctx.call(vpn.open_tcp, _network_id(request), ip, port, sink)
+    tunnel_id = await ctx.call(vpn.open_tcp, _network_id(request), ip, port, sink, manual_consume=True)
     try:
         event, payload = await asyncio.wait_for(events.get(), _OPEN_WAIT_S)
     except asyncio.TimeoutError:
@@ -124,6 +125,7 @@ async def connect_tcp(ctx: ApiContext, request: web.Request) -> web.StreamRespon
             event, payload = await events.get()
             if event == "data":
                 await ws.send_bytes(payload)
+                vpn.consumed(tunnel_id, len(payload))  # told, not awaited: the provider may send further
             elif event == "closed":
                 await ws.close(code=aiohttp.WSCloseCode.OK, message=str(payload)[:120].encode())
                 return
@@ -139,7 +141,12 @@ async def connect_tcp(ctx: ApiContext, request: web.Request) -> web.StreamRespon
                 break
             if data:
                 try:
-                    await ctx.call(vpn.write, tunnel_id, data)
+                    queued = await ctx.call(vpn.write, tunnel_id, data)
+                    # The provider takes no more than its service reads: read on from the client
+                    # only once most of what is queued has gone.
+                    while queued > _MAX_QUEUED and not pump.done():
+                        await asyncio.sleep(0.02)
+                        queued = await ctx.call(vpn.queued, tunnel_id)
                 except Exception:  # noqa: BLE001 - the tunnel closed under us: the pump closes the socket
                     break
             if pump.done():

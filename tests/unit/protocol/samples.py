@@ -531,7 +531,7 @@ SAMPLES: dict[str, Callable[[], Message]] = {
     vpn.VpnOpen.TYPE: lambda: vpn.VpnOpen(VPN_TUNNEL_ID, "3f2a9c", "192.168.0.2", 80),
     vpn.VpnOpened.TYPE: lambda: vpn.VpnOpened(VPN_TUNNEL_ID, "cannot connect to port 80 of the service: Connection refused"),
     vpn.VpnData.TYPE: lambda: vpn.VpnData(VPN_TUNNEL_ID, 3, b"GET / HTTP/1.0\r\n\r\n\x00\xff"),
-    vpn.VpnAck.TYPE: lambda: vpn.VpnAck(VPN_TUNNEL_ID, 4),
+    vpn.VpnAck.TYPE: lambda: vpn.VpnAck(VPN_TUNNEL_ID, 4, 2),
     vpn.VpnClose.TYPE: lambda: vpn.VpnClose(VPN_TUNNEL_ID, 9, "the service closed the connection"),
     gftp.GftpUploadDone.TYPE: lambda: gftp.GftpUploadDone(GFTP_TRANSFER_ID, 7, GFTP_FILE_HASH),
     # protocol.payment

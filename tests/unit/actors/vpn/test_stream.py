@@ -15,7 +15,7 @@ from protocol.vpn import MAX_CHUNK_BYTES, VpnAck, VpnClose, VpnData, VpnOpen
 def test_a_stream_survives_loss_duplicates_and_reordering() -> None:
     rng = random.Random(7)
     payload = rng.randbytes(300_000)
-    out, inb = Outbound(chunk_bytes=1000, resend_ms=100), Inbound(window=64)
+    out, inb = Outbound(chunk_bytes=1000, resend_ms=100, window=64), Inbound(window=64)
     wire: list[tuple[int, bytes]] = []
     now = 0
     for start in range(0, len(payload), 7000):
@@ -35,7 +35,7 @@ def test_a_stream_survives_loss_duplicates_and_reordering() -> None:
         if rng.random() > 0.2:  # acks get lost too
             out.ack(inb.delivered)
         now += 100
-        wire += out.due(now)
+        wire += out.due(now) + out.take(now)
     assert bytes(got) == payload
     assert inb.delivered == out.next_seq == 300
     assert out.in_flight == 0 and inb.waiting == 0
@@ -51,6 +51,23 @@ def test_chunks_are_cut_at_the_chunk_size_and_numbered_from_zero() -> None:
     assert out.ack(10**6) == 2 and out.acked == 4  # beyond what was sent: clamped
     with pytest.raises(ValueError):
         Outbound(chunk_bytes=MAX_CHUNK_BYTES + 1)
+
+
+def test_the_sender_runs_at_most_a_window_ahead_of_what_the_consumer_took() -> None:
+    out = Outbound(chunk_bytes=10, window=4)
+    assert [seq for seq, _ in out.push(b"x" * 100, 0)] == [0, 1, 2, 3]  # 10 chunks queued, 4 go
+    assert out.queued_bytes == 60 and out.take(0) == []
+    out.ack(4, consumed=1)  # all four delivered, one taken by the consumer: one more may go
+    assert out.all_acked and not out.idle
+    assert [seq for seq, _ in out.take(0)] == [4]
+    out.ack(5, consumed=0)  # consumption never goes back
+    assert out.consumed == 1 and out.take(0) == []
+    out.ack(5)  # without a consumed figure: as delivered
+    assert [seq for seq, _ in out.take(0)] == [5, 6, 7, 8]
+    out.ack(10**6, consumed=10**6)  # beyond what was sent: clamped
+    assert out.consumed == 9 and [seq for seq, _ in out.take(0)] == [9]
+    out.ack(10)
+    assert out.idle and out.queued_bytes == 0
 
 
 def test_resends_wait_for_the_resend_time_and_restart_its_clock() -> None:
@@ -75,7 +92,7 @@ def test_the_receiver_drops_what_lies_beyond_its_window_and_ignores_duplicates()
 
 def test_tunnel_messages_round_trip_and_bad_ones_are_refused() -> None:
     t = "ab" * 16
-    for msg in (VpnOpen(t, "net-1", "192.168.0.2", 80), VpnData(t, 5, b"\x00\xff"), VpnAck(t, 6), VpnClose(t, 7, "bye")):
+    for msg in (VpnOpen(t, "net-1", "192.168.0.2", 80), VpnData(t, 5, b"\x00\xff"), VpnAck(t, 6, 5), VpnClose(t, 7, "bye")):
         assert decode(encode(msg)) == msg
     with pytest.raises(ValueError):
         VpnOpen("nope", "n", "1.2.3.4", 80)
@@ -88,7 +105,9 @@ def test_tunnel_messages_round_trip_and_bad_ones_are_refused() -> None:
     with pytest.raises(ValueError):
         VpnData(t, 0, b"x" * (MAX_CHUNK_BYTES + 1))
     with pytest.raises(ValueError):
-        VpnAck(t, -1)
+        VpnAck(t, -1, 0)
+    with pytest.raises(ValueError):
+        VpnAck(t, 3, 4)
     forged = encode(VpnData(t, 0, b"x")).replace(b"\xc4\x01x", b"\xc4\x00", 1)  # the data made empty on the wire
     assert forged != encode(VpnData(t, 0, b"x"))
     with pytest.raises(DecodeError):
