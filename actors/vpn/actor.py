@@ -46,6 +46,7 @@ __all__ = ["VpnActor", "Sink"]
 Sink = Callable[[str, Any], None]
 
 _TICK_S = 0.2
+WINDOW = WINDOW_CHUNKS  # chunks a sender runs ahead of the other side's consumer
 _OPEN_TIMEOUT_MS = 20_000
 _CLOSE_LINGER_MS = 30_000  # a closing side waits this long for the other's close
 _CLOSING_MAX_MS = 300_000  # and at most this long for the other side's consumer to take what is queued
@@ -67,7 +68,7 @@ class _Tunnel:
     port: int
     local_port: int
     state: str = "opening"  # opening -> open -> closing
-    out: Outbound = field(default_factory=Outbound)
+    out: Outbound = field(default_factory=lambda: Outbound(window=WINDOW))
     inb: Inbound = field(default_factory=Inbound)
     since_ms: int = 0
     last_progress_ms: int = 0
@@ -400,7 +401,7 @@ class VpnActor(LoamActor):
         now = now_ms()
         tunnel = _Tunnel(
             msg.tunnel_id, sender, "provider", msg.network_id, msg.ip, msg.port, msg.port, since_ms=now, last_progress_ms=now,
-            writes=queue.Queue(), permits=threading.Semaphore(WINDOW_CHUNKS),
+            writes=queue.Queue(), permits=threading.Semaphore(WINDOW),
         )  # fmt: skip
         self._tunnels[tunnel.tunnel_id] = tunnel
         threading.Thread(

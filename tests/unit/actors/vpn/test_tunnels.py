@@ -272,3 +272,34 @@ def _wait(check: Any, timeout_s: float = 20.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_slow_client_holds_the_service_back_to_a_window(pair: Any, server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import actors.vpn.actor as vpn_actor
+
+    monkeypatch.setattr(vpn_actor, "WINDOW", 2)  # tunnels opened from now on: 2 chunks ahead
+    req, prov, link = pair
+    port, _ = server
+    net_id = _network(req)
+    _provider_knows(prov, net_id, link)
+    sink = Sink()
+    tunnel = req.open_tcp(net_id, "192.168.0.2", port, sink, manual_consume=True).get()
+    assert sink.next()[0] == "opened"
+    req.write(tunnel, b"big please").get()  # 300 kB come back: five chunks of 64 KiB
+    time.sleep(1.0)
+    held = []
+    while not sink.events.empty():
+        held.append(sink.next())
+    assert held and sum(len(d) for e, d in held if e == "data") <= 2 * 65536, [len(d) for _, d in held]
+    assert all(e == "data" for e, _ in held)  # not closed: the rest waits at the provider
+    got = b"".join(d for _, d in held)
+    req.consumed(tunnel, len(got)).get()  # the client passed it on: the provider sends on
+    while True:
+        event, data = sink.next(timeout=20)
+        if event == "closed":
+            break
+        got += data
+        req.consumed(tunnel, len(data)).get()
+    assert got == b"y" * 300_000
