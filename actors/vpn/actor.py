@@ -55,6 +55,8 @@ _CONNECT_TIMEOUT_S = 10.0
 _MAX_TUNNELS = 512
 _MAX_PER_PEER = 128
 _RESEND_CONTROL_MS = 1_000  # an open or close not answered is sent again
+_ACK_EVERY = 8  # chunks delivered (or consumed) before an ack goes at once; fewer wait for the tick
+_REACK_MS = 1_000  # the last ack is repeated this often while it changed within _STALL_MS
 _CLOSED_MEMORY = 4096  # tunnels recently closed here, to answer a close resent because our answer was lost
 
 
@@ -85,6 +87,10 @@ class _Tunnel:
     peer_sent: int | None = None  # the other side closed after sending this many chunks
     reason: str = ""
     close_sent: bool = False  # our VpnClose went out (once everything queued was numbered)
+    acked: tuple[int, int] = (0, 0)  # (delivered, consumed) in our last VpnAck
+    ack_due: bool = False  # an ack waits for the next tick
+    last_ack_ms: int = 0
+    changed_ms: int = 0  # when what we acknowledge last changed
     close_sent_ms: int = 0  # when an open (opening) or close (closing) was last sent
 
 
@@ -278,7 +284,7 @@ class VpnActor(LoamActor):
         while tunnel.marks and tunnel.marks[0][1] <= tunnel.taken_bytes:
             tunnel.consumed = tunnel.marks.popleft()[0]
         if tunnel.consumed != before:
-            self._ack(tunnel)
+            self._ack_later(tunnel)
 
     def close(self, tunnel_id: str, reason: str = "closed by the client") -> None:
         """Close a tunnel from the client's end (a repeat or an unknown id is a no-op)."""
@@ -312,7 +318,7 @@ class VpnActor(LoamActor):
                 tunnel = self._tunnels.get(message.tunnel_id)
                 if tunnel is not None and message.upto > tunnel.consumed:
                     tunnel.consumed = message.upto
-                    self._ack(tunnel)
+                    self._ack_later(tunnel)
             elif isinstance(message, _SocketEnded):
                 tunnel = self._tunnels.get(message.tunnel_id)
                 if tunnel is not None:
@@ -349,12 +355,16 @@ class VpnActor(LoamActor):
         elif isinstance(msg, VpnData):
             if tunnel.state == "opening":
                 return
+            before = tunnel.inb.delivered
             chunks = tunnel.inb.accept(msg.seq, msg.data)
             if chunks:
                 data = b"".join(chunks)
                 self._counters["bytes_in"] += len(data)
                 self._deliver(tunnel, data)
-            self._ack(tunnel)  # also for a duplicate: our last ack may have been lost
+            if tunnel.inb.delivered == before:
+                self._ack(tunnel)  # a duplicate or a chunk after a gap: our last ack may have been lost
+            else:
+                self._ack_later(tunnel)
             self._maybe_done(tunnel)
         elif isinstance(msg, VpnAck):
             newly = tunnel.out.ack(msg.upto, msg.consumed)
@@ -448,7 +458,20 @@ class VpnActor(LoamActor):
 
     def _ack(self, tunnel: _Tunnel) -> None:
         delivered = tunnel.inb.delivered
-        self._net.send(tunnel.peer, VpnAck(tunnel.tunnel_id, delivered, min(tunnel.consumed, delivered)))
+        consumed = min(tunnel.consumed, delivered)
+        tunnel.ack_due, tunnel.last_ack_ms = False, now_ms()
+        if (delivered, consumed) != tunnel.acked:
+            tunnel.acked, tunnel.changed_ms = (delivered, consumed), tunnel.last_ack_ms
+        self._net.send(tunnel.peer, VpnAck(tunnel.tunnel_id, delivered, consumed))
+
+    def _ack_later(self, tunnel: _Tunnel) -> None:
+        """Acknowledge now when ACK_EVERY chunks went unacknowledged, else on the next tick (fewer messages)."""
+        delivered, consumed = tunnel.inb.delivered, min(tunnel.consumed, tunnel.inb.delivered)
+        last_delivered, last_consumed = tunnel.acked
+        if delivered - last_delivered >= _ACK_EVERY or consumed - last_consumed >= _ACK_EVERY:
+            self._ack(tunnel)
+        else:
+            tunnel.ack_due = True
 
     def _deliver(self, tunnel: _Tunnel, data: bytes) -> None:
         upto = tunnel.inb.delivered
@@ -516,6 +539,12 @@ class VpnActor(LoamActor):
 
     def _on_tick(self, now: int) -> None:
         for tunnel in list(self._tunnels.values()):
+            if tunnel.state != "opening" and tunnel.ack_due:
+                self._ack(tunnel)
+            elif tunnel.state != "opening" and now - tunnel.last_ack_ms >= _REACK_MS and now - tunnel.changed_ms <= _STALL_MS:
+                # Acks are not resent by the other side's timer as data is: a lost one that opened
+                # the window would leave the sender waiting. So the last one goes again, a while.
+                self._ack(tunnel)
             if tunnel.state == "opening":
                 if tunnel.role != "requestor":
                     continue

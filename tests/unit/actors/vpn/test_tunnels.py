@@ -22,7 +22,7 @@ from actors.net.actor import Received
 from actors.vpn.actor import VpnActor
 from protocol.codec import decode, encode
 from protocol.identity import to_checksum_address
-from protocol.vpn import VpnData, VpnOpen
+from protocol.vpn import VpnAck, VpnData, VpnOpen
 
 REQ, PROV, OTHER = (to_checksum_address(bytes([b]) * 20) for b in (0xAA, 0xBB, 0xCC))
 
@@ -46,6 +46,7 @@ class Link:
     def __init__(self, loss: float = 0.0, seed: int = 1) -> None:
         self.refs: dict[str, pykka.ActorRef] = {}
         self.loss = loss
+        self.ack_loss = loss
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.sent: list[tuple[str, str, Any]] = []
@@ -61,7 +62,7 @@ class Link:
             def send(self, recipient: str, msg: Any) -> str:
                 with link.lock:
                     link.sent.append((node_id, recipient, msg))
-                    lost = link.rng.random() < link.loss
+                    lost = link.rng.random() < (link.ack_loss if isinstance(msg, VpnAck) else link.loss)
                 if not lost and recipient in link.refs:
                     link.refs[recipient].tell(Received(node_id, decode(encode(msg))))
                 return "link"
@@ -303,3 +304,31 @@ def test_a_slow_client_holds_the_service_back_to_a_window(pair: Any, server: Any
         got += data
         req.consumed(tunnel, len(data)).get()
     assert got == b"y" * 300_000
+
+
+def test_lost_acks_do_not_leave_a_shut_window_shut(pair: Any, server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Acks are not resent by a timer as data is; half of them lost, with a window of two chunks, the stream still ends."""
+    import time
+
+    import actors.vpn.actor as vpn_actor
+
+    monkeypatch.setattr(vpn_actor, "WINDOW", 2)
+    req, prov, link = pair
+    port, _ = server
+    net_id = _network(req)
+    _provider_knows(prov, net_id, link)
+    sink = Sink()
+    tunnel = req.open_tcp(net_id, "192.168.0.2", port, sink, manual_consume=True).get()
+    assert sink.next()[0] == "opened"
+    link.ack_loss = 0.5
+    payload = random.Random(5).randbytes(400_000).replace(b"big", b"BIG")
+    req.write(tunnel, payload).get()  # echoed back: both directions run against a shut window, acks lost
+    got = b""
+    while len(got) < len(payload):
+        event, data = sink.next(timeout=30)
+        assert event == "data", (event, data)
+        got += data
+        time.sleep(0.25)  # a slow client: its consumption is acknowledged apart from the delivery
+        req.consumed(tunnel, len(data)).get()
+    assert got == payload
+    req.close(tunnel).get()
