@@ -25,10 +25,29 @@ __all__ = [
     "ActivityVpnNodes",
     "COMMANDS",
     "MAX_PACKETS",
+    "MAX_BATCH_BYTES",
+    "packet_batches",
 ]
 
 # IP packets of a requestor's VPN, carried in batches (each at most an IPv4 packet's 64 KiB).
 MAX_PACKETS = 256
+MAX_BATCH_BYTES = 512 * 1024  # well inside a frame's cap
+
+
+def packet_batches(packets: list[bytes] | tuple[bytes, ...]) -> list[tuple[bytes, ...]]:
+    """Packets cut into batches of at most MAX_PACKETS packets and MAX_BATCH_BYTES bytes, in order."""
+    batches: list[tuple[bytes, ...]] = []
+    current: list[bytes] = []
+    size = 0
+    for packet in packets:
+        if current and (len(current) >= MAX_PACKETS or size + len(packet) > MAX_BATCH_BYTES):
+            batches.append(tuple(current))
+            current, size = [], 0
+        current.append(packet)
+        size += len(packet)
+    if current:
+        batches.append(tuple(current))
+    return batches
 _MAX_PACKET_BYTES = 65535
 _MAX_VPN_NODES = 1024
 
@@ -40,6 +59,8 @@ def _check_packets(network_id: str, packets: tuple[bytes, ...]) -> None:
         raise ValueError(f"a batch carries 1..{MAX_PACKETS} packets")
     if any(not 20 <= len(p) <= _MAX_PACKET_BYTES for p in packets):
         raise ValueError(f"a packet is 20..{_MAX_PACKET_BYTES} bytes")
+    if len(packets) > 1 and sum(len(p) for p in packets) > MAX_BATCH_BYTES:
+        raise ValueError(f"a batch carries at most {MAX_BATCH_BYTES} bytes")
 
 
 # The exe-script commands Golem defines.

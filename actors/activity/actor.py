@@ -22,7 +22,6 @@ from actors.payment.events import ActivityUsage, UsageSeen
 from exeunits.framing import FrameWriter, read_frame
 from protocol.activity import (
     COMMANDS,
-    MAX_PACKETS,
     ActivityCreate,
     ActivityDestroy,
     ActivityExec,
@@ -38,6 +37,7 @@ from protocol.activity import (
     ChildShutdown,
     ChildUsage,
     ExeResult,
+    packet_batches,
 )
 from protocol.errors import NodeError, ProtocolError
 
@@ -437,9 +437,9 @@ class ActivityActor(LoamActor):
         if isinstance(msg, ChildPackets):
             remote, local = self._vpn.outgoing(run.activity_id, msg.network_id, msg.packets)
             for node, batch in remote.items():
-                for start in range(0, len(batch), MAX_PACKETS):
+                for part in packet_batches(batch):
                     try:
-                        self._net.send(node, ActivityPackets(msg.network_id, tuple(batch[start : start + MAX_PACKETS])))
+                        self._net.send(node, ActivityPackets(msg.network_id, part))
                     except NodeError as exc:
                         self._log.debug("vpn_packets_not_sent", node=node, error=str(exc))
             for activity_id, batch in local.items():
@@ -478,9 +478,9 @@ class ActivityActor(LoamActor):
         run = self._running.get(activity_id)
         if run is None:
             return
-        for start in range(0, len(packets), MAX_PACKETS):
+        for part in packet_batches(packets):
             try:
-                run.writer.write(ChildPackets(network_id, tuple(packets[start : start + MAX_PACKETS])))
+                run.writer.write(ChildPackets(network_id, part))
             except OSError:
                 return  # the exe-unit is going: dropped, as a network would
 
