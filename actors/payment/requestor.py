@@ -429,12 +429,23 @@ class RequestorLedger:
         history = self._track.scheduled_payments(agreement_id=tracked.agreement_id)
         covered = sum(p.amount_wei for p in history if p.status in ("scheduled", "confirmed"))
         to_pay = target - covered
+        settled = all(p.status != "scheduled" for p in history)
         if to_pay <= 0:
-            if final and all(p.status != "scheduled" for p in history):
+            if final and settled:
                 self._track.update_agreement(dataclasses.replace(tracked, state="invoiced", updated_ms=now))
                 # Paid before the invoice came (its debit notes): it is settled by what was paid.
                 self._mark_docs(tracked.agreement_id, "received", "Settled", paid_wei=self._docs.paid_wei(tracked.agreement_id, "made"))
+            elif tracked.state == "ended" and settled and now - (tracked.ended_ms or now) >= self._cfg.invoice_wait_s * 1000:
+                # Over, no invoice in time, its accepted debit notes paid: out of the per-second scan
+                # (closed). An invoice that still comes reopens it (below).
+                self._track.update_agreement(dataclasses.replace(tracked, state="invoiced", updated_ms=now))
+                self._log.info("agreement_closed_without_invoice", agreement_id=tracked.agreement_id)
             return
+        if tracked.state == "invoiced":
+            # Something payable again on a closed agreement (an invoice after its debit notes were
+            # paid): back in the scan, which retries the payment until it is confirmed.
+            tracked = dataclasses.replace(tracked, state="ended", ended_ms=tracked.ended_ms or now, updated_ms=now)
+            self._track.update_agreement(tracked)
         docs = tuple(
             r.document_id
             for kind in (INVOICE, DEBIT_NOTE)
@@ -460,6 +471,8 @@ class RequestorLedger:
             if status == "failed":
                 self._log.warning("payment_failed", payment_id=payment_id, agreement_id=p.agreement_id)
                 self._mark_docs(p.agreement_id, "received", "Failed", paid_wei=None)
+                if tracked is not None and tracked.state == "invoiced":  # closed meanwhile: back in the scan
+                    self._track.update_agreement(dataclasses.replace(tracked, state="ended", updated_ms=now))
                 continue  # the next tick schedules the amount again under a new id
             notice = make_payment_sent(
                 self._identity, payee_id=p.payee_id, platform=p.platform, amount_wei=p.amount_wei, tx_hash=tx_hash or "",
@@ -491,7 +504,9 @@ class RequestorLedger:
     def _pay_due(self, now: int) -> None:
         """Schedule what is payable and not paid or on its way (after a failure, a restart, a vanished provider).
 
-        Requestor agreements go open → ended (the agreement is over) → invoiced (its invoice is paid).
+        Requestor agreements go open → ended (the agreement is over) → invoiced (closed: its invoice
+        is paid, or no invoice came within invoice_wait_s and its accepted debit notes are paid); a
+        closed one with something payable again (a late invoice, a failed payment) goes back to ended.
         """
         for tracked in self._track.agreements("requestor", ("open", "ended")):
             if tracked.state == "open":

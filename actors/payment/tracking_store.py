@@ -58,7 +58,7 @@ class TrackedAgreement:
     terms: AgreementTerms
     allocation_id: str | None
     auto_accept: bool
-    state: str  # "open", "ended" (the agreement is over), "invoiced" (provider: its invoice is issued)
+    state: str  # "open", "ended" (the agreement is over), "invoiced" (provider: its invoice is issued; requestor: closed, all paid)
     ended_ms: int | None
     created_ms: int
     updated_ms: int

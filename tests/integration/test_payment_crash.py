@@ -198,6 +198,8 @@ def test_a_provider_killed_mid_activity_is_paid_its_last_accepted_debit_note_and
         assert token_balance(local, provider.node_id) == last_total
         assert int(payment_call(requestor, "status")["paid_wei"]) == last_total
         assert not _docs(requestor, "invoice", "received")
+        # Paid, over and no invoice in time: the agreement leaves the ledger's per-second scan (closed).
+        wait_for("the agreement closed", lambda: _tracked_state(requestor, agreement_id) == "invoiced", 30, interval_s=0.5)
 
         # The provider comes back: it invoices the agreement for the usage it recorded, and is
         # paid only what the invoice adds to what it already holds.
@@ -231,6 +233,21 @@ def test_a_provider_killed_mid_activity_is_paid_its_last_accepted_debit_note_and
         assert sum(t.amount_wei for t in transfers) == invoiced
         assert len(transfers) == (1 if invoiced == last_total else 2)
         assert all(s["status"] == "confirmed" for s in payment_call(requestor, "scheduled"))
+        # The late invoice reopened it until paid; closed again now.
+        assert _tracked_state(requestor, agreement_id) == "invoiced"
+
+
+def _tracked_state(node: NodeProcess, agreement_id: str) -> str | None:
+    """The requestor ledger's state of an agreement, read from the node's database."""
+    import sqlite3
+
+    from node.storage import db_path
+
+    with sqlite3.connect(f"file:{db_path(node.data_dir)}?mode=ro", uri=True, timeout=10) as conn:
+        row = conn.execute(
+            "SELECT state FROM payment_agreements WHERE agreement_id = ? AND role = 'requestor'", (agreement_id,)
+        ).fetchone()
+    return row[0] if row else None
 
 
 def test_a_requestor_survives_its_first_batch_on_a_chain_with_slow_blocks(testnet: Testnet, tmp_path: Path) -> None:
