@@ -22,6 +22,9 @@
     │   ├── InvalidPaymentTransitionError  a debit note or invoice status change not allowed from its status
     │   ├── PaymentNotFoundError   no such allocation, debit note, invoice or payment
     │   └── PaymentConflictError   a payment id scheduled again with another payee or amount
+    ├── VpnError                   a virtual network request that cannot be carried out (bad addresses, ports)
+    │   ├── VpnNotFoundError       no such network, node in it, or tunnel
+    │   └── VpnConflictError       an address already taken in the network
     └── ExeUnitError               an exe-unit cannot prepare or run the work it was given
         ├── PackageError           a WASI package (zip + manifest.json) that is malformed, unsafe or too big
         └── WasmModuleError        a module that does not compile, link or start (no _start, unknown imports)
