@@ -137,7 +137,7 @@ class VpnActor(LoamActor):
         self._activity = activity
         self._ask_s = settings.actors.ask_timeout_s
         self._activities_root = str((Path(settings.data_dir) / "activities").absolute())
-        self._networks = Networks()
+        self._networks = Networks(owner=identity.node_id)
         self._tunnels: dict[str, _Tunnel] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()  # tunnel id -> peer, of tunnels finished here
         self._ports = 49152

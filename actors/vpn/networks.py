@@ -70,7 +70,8 @@ def _node_id(value: Any) -> str:
 class Networks:
     """The networks one requestor node created."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str = "") -> None:
+        self._owner = owner  # the requestor's node id: clients may add it as a node at its own addresses
         self._nets: dict[str, Network] = {}
 
     def create(self, ip: Any, mask: Any = None, gateway: Any = None) -> Network:
@@ -153,6 +154,14 @@ class Networks:
         host = self._host(network, ip, "ip")
         holder = network.taken().get(host)
         if holder == node_id:
+            return host
+        if node_id == self._owner:
+            # The requestor itself (yapapi re-adds every node of its network, its own among them):
+            # an address of its own.
+            if holder is None:
+                network.addresses.append(host)
+            elif holder != "requestor":
+                raise VpnConflictError(f"{host} is already the address of {holder} in network {network_id}")
             return host
         if holder is not None:
             raise VpnConflictError(f"{host} is already the address of {holder} in network {network_id}")

@@ -170,6 +170,50 @@ def sweep(client: docker.DockerClient, label: str = ACTIVITY_LABEL) -> list[str]
     return removed
 
 
+def _docker_subnets(avoid: list[ipaddress.IPv4Network], tries: int = 64) -> list[ipaddress.IPv4Network]:
+    """Candidate /28 subnets for a VPN container's network, from a random start, clear of `avoid`.
+
+    From 172.16.0.0/12 first, then 10.0.0.0/8 and 100.64.0.0/10 (a VPN may cover a whole range).
+    """
+    import random
+
+    out: list[ipaddress.IPv4Network] = []
+    for space in (ipaddress.IPv4Network(n) for n in ("172.16.0.0/12", "10.0.0.0/8", "100.64.0.0/10")):
+        if any(a.supernet_of(space) if a.prefixlen <= space.prefixlen else False for a in avoid):
+            continue  # all of it taken
+        count = space.num_addresses // 16
+        start = random.randrange(count)
+        for i in range(min(count, tries * 64)):
+            subnet = ipaddress.IPv4Network((int(space.network_address) + ((start + i) % count) * 16, 28))
+            if not any(subnet.overlaps(a) for a in avoid):
+                out.append(subnet)
+                if len(out) >= tries:
+                    return out
+    return out
+
+
+def _host_routes() -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks this host routes to directly (/proc/net/route), but the default route."""
+    routes = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return routes
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            dest = ipaddress.IPv4Address(int(fields[1], 16).to_bytes(4, "little"))
+            mask = ipaddress.IPv4Address(int(fields[7], 16).to_bytes(4, "little"))
+            net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        except ValueError:
+            continue
+        if net.prefixlen > 0:
+            routes.append(net)
+    return routes
+
+
 def guard_host() -> bool:
     """Make sure HOST_GUARD_RULE is in the host's firewall (root only); True when it is."""
     import subprocess
@@ -337,6 +381,7 @@ class VmExeUnit:
     def _create_vpn_network(self, client: docker.DockerClient, labels: dict[str, str], vpn: list[dict[str, Any]]) -> str:
         """Create the activity's internal network; returns its name."""
         import docker.errors
+        import docker.types
 
         name = VPN_NETWORK_PREFIX + self.workdir.name
         # The bridge's name on the host matches HOST_GUARD_RULE, which keeps containers away from the host's ports.
@@ -347,16 +392,30 @@ class VmExeUnit:
                 why="not root or no iptables: a container on a VPN network can reach ports this host listens on; "
                     "add the rule as root (scripts/install-provider.sh has the service do it)",
             )  # fmt: skip
-        try:
-            created = client.api.create_network(
-                name, driver="bridge", internal=True, labels=labels, check_duplicate=True,
-                options={"com.docker.network.bridge.name": bridge},
-            )  # fmt: skip
-        except docker.errors.DockerException as exc:
-            raise ExeUnitError(f"the Docker engine refused the VPN network {name}: {_explain(exc)}") from exc
-        self._network_id = created["Id"]
-        self._log.info("vm_vpn_network_created", network=name, id=created["Id"][:12], vpn=[n["id"] for n in vpn])
-        return name
+        # A small subnet of our choosing, clear of the VPN's own ranges (the engine's default
+        # pools go round to 192.168.0.0/20 in time, which would shadow a 192.168.0.x VPN
+        # address in the container) and of this host's routes.
+        avoid = [n["network"] for n in vpn] + _host_routes()
+        problem = "no free subnet"
+        for subnet in _docker_subnets(avoid):
+            gateway = str(next(subnet.hosts()))
+            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet), gateway=gateway)])
+            try:
+                created = client.api.create_network(
+                    name, driver="bridge", internal=True, labels=labels, check_duplicate=True, ipam=ipam,
+                    options={"com.docker.network.bridge.name": bridge},
+                )  # fmt: skip
+            except docker.errors.APIError as exc:
+                problem = _explain(exc)
+                if "overlap" in problem.lower():
+                    continue  # another network has it: the next one
+                raise ExeUnitError(f"the Docker engine refused the VPN network {name}: {problem}") from exc
+            except docker.errors.DockerException as exc:
+                raise ExeUnitError(f"the Docker engine refused the VPN network {name}: {_explain(exc)}") from exc
+            self._network_id = created["Id"]
+            self._log.info("vm_vpn_network_created", network=name, id=created["Id"][:12], subnet=str(subnet), vpn=[n["id"] for n in vpn])
+            return name
+        raise ExeUnitError(f"the Docker engine refused the VPN network {name}: {problem}")
 
     def _create_container(
         self,

@@ -358,3 +358,21 @@ def test_packets_for_a_network_the_container_is_not_in_are_dropped(root: Path, s
         assert "1 packets received" in _sh(unit, "ping -c 1 -W 2 192.168.0.2")  # its own address still answers
     finally:
         unit.close()
+
+
+def test_the_container_network_stays_clear_of_the_vpn_range(root: Path, server: FileServer, client: docker.DockerClient) -> None:
+    import ipaddress
+
+    from exeunits.vm.unit import _docker_subnets
+
+    # The engine's own pools would in time hand out 192.168.0.0/20 and shadow a VPN address.
+    vpn = ipaddress.IPv4Network("172.16.0.0/12")
+    assert all(not s.overlaps(vpn) for s in _docker_subnets([vpn]))
+    assert all(not s.overlaps(ipaddress.IPv4Network("192.168.0.0/16")) for s in _docker_subnets([vpn]))
+    unit = _new_unit(root, server, client)
+    try:
+        unit.deploy({"net": [_net(ip="172.16.0.0", mask="255.240.0.0", nodeIp="172.16.0.2", nodes={})]})
+        subnet = ipaddress.IPv4Network(client.api.inspect_network(unit.network_id)["IPAM"]["Config"][0]["Subnet"])
+        assert subnet.prefixlen == 28 and not subnet.overlaps(vpn)
+    finally:
+        unit.close()

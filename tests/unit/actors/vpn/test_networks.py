@@ -75,3 +75,18 @@ def test_addresses_and_nodes_are_unique_and_repeats_are_no_ops() -> None:
     nets.add_node(net.id, P2, "192.168.0.2")  # the address is free again
     with pytest.raises(VpnNotFoundError):
         nets.add_node("nope", P1, "192.168.0.5")
+
+
+def test_the_requestor_added_as_a_node_is_one_of_its_own_addresses() -> None:
+    """yapapi refreshes every node of its network, the requestor's own entry among them."""
+    me = "0x" + "3" * 40
+    nets = Networks(owner=me)
+    net = nets.create("192.168.0.0/24")
+    nets.add_address(net.id, "192.168.0.1")
+    assert nets.add_node(net.id, me, "192.168.0.1") == "192.168.0.1"  # its own address: a no-op
+    assert net.addresses == ["192.168.0.1"] and net.nodes == {}
+    nets.add_node(net.id, me, "192.168.0.5")  # another one: an address of its own
+    assert net.addresses == ["192.168.0.1", "192.168.0.5"]
+    nets.add_node(net.id, P1, "192.168.0.2")
+    with pytest.raises(VpnConflictError, match="already the address"):
+        nets.add_node(net.id, me, "192.168.0.2")  # a provider's
