@@ -83,7 +83,7 @@ async def main() -> None:
             WebServer, network=network, num_instances=1, expiration=datetime.now(timezone.utc) + timedelta(minutes=15),
         )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 240
+        deadline = loop.time() + 120  # the whole script stays well inside the test's time limit
         while not all(s.state == ServiceState.running for s in cluster.instances) and loop.time() < deadline:
             await asyncio.sleep(0.5)
         states = [s.state.value for s in cluster.instances]
@@ -111,17 +111,18 @@ async def main() -> None:
                 Fetcher, network=network, instance_params=[{"server_ip": instance.network_node.ip}],
                 expiration=datetime.now(timezone.utc) + timedelta(minutes=15),
             )
-            while not FETCHED and loop.time() < deadline + 120:
+            while not FETCHED and loop.time() < deadline + 60:
                 await asyncio.sleep(0.5)
             [fetcher] = fetchers.instances
             out["fetcher_ip"] = fetcher.network_node.ip if fetcher.network_node else None
             out["fetcher_provider"] = fetcher.provider_id
             out["server_provider"] = instance.provider_id
             out["fetched"] = FETCHED
+            out["fetcher_state"] = fetcher.state.value
             fetchers.stop()
         cluster.stop()
         everyone = cluster.instances + (fetchers.instances if CLUSTER else [])
-        while any(s.state != ServiceState.terminated for s in everyone) and loop.time() < deadline + 180:
+        while any(s.state != ServiceState.terminated for s in everyone) and loop.time() < deadline + 90:
             await asyncio.sleep(0.5)
         out["final"] = [s.state.value for s in everyone]
         await network.remove()
