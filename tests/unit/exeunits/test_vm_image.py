@@ -7,7 +7,6 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -15,28 +14,11 @@ import pytest
 
 from exeunits.vm.image import detect_format, image_tag, prepare_image
 from protocol.errors import ExeUnitError, PackageError
-from tests.images.support import DOCKER_ARCHIVE_NAME, GVMI_NAME, FileServer, build_images, engine, forget_images, sha3_224
+from tests.images.support import DOCKER_ARCHIVE_NAME, GVMI_NAME, FileServer, sha3_224
 
 __all__: list[str] = []
 
 MAX_BYTES = 64 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    return engine()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
-    """Serves a copy of the test images plus whatever a test writes into its root."""
-    root = tmp_path_factory.mktemp("served")
-    build = build_images()
-    for name in (GVMI_NAME, DOCKER_ARCHIVE_NAME):
-        (root / name).write_bytes((build / name).read_bytes())
-    with FileServer(root) as srv:
-        yield srv
-    forget_images(engine(), root)
 
 
 def _forget(client: docker.DockerClient, name: str, root: Path) -> str:

@@ -16,7 +16,7 @@ from exeunits.child import _CommandFailed
 from exeunits.vm.unit import ACTIVITY_LABEL, ROOT_LABEL, VmExeUnit, sweep
 from protocol.activity import ChildEvent, ChildResult, ChildRunBatch
 from protocol.errors import ExeUnitError
-from tests.images.support import DOCKER_ARCHIVE_NAME, GVMI_NAME, FileServer, build_images, engine, forget_images
+from tests.images.support import DOCKER_ARCHIVE_NAME, GVMI_NAME, FileServer, build_images
 
 __all__: list[str] = []
 
@@ -35,23 +35,6 @@ class Recorder:
 
     def events(self, kind: str | None = None) -> list[ChildEvent]:
         return [m for m in self.messages if isinstance(m, ChildEvent) and kind in (None, m.kind)]
-
-
-@pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    return engine()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
-    root = tmp_path_factory.mktemp("served")
-    build = build_images()
-    for name in (GVMI_NAME, DOCKER_ARCHIVE_NAME):
-        (root / name).write_bytes((build / name).read_bytes())
-    (root / "words.txt").write_text("one two three\nfour five\n")
-    with FileServer(root) as srv:
-        yield srv
-    forget_images(engine(), root)
 
 
 def _args(workdir: Path, package: str, **overrides: Any) -> argparse.Namespace:

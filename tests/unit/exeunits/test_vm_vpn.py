@@ -20,7 +20,8 @@ from exeunits.vm.unit import (
 )
 from protocol.activity import ChildPackets
 from protocol.errors import ExeUnitError
-from tests.images.support import GVMI_NAME, FileServer, build_images, engine, forget_images
+from tests.images.support import GVMI_NAME, FileServer
+from tests.unit.exeunits.test_vm_unit import Recorder
 
 __all__: list[str] = []
 
@@ -40,30 +41,6 @@ def _net(**overrides: Any) -> dict[str, Any]:
     }
     net.update(overrides)
     return net
-
-
-class Recorder:
-    """Stands in for the child's FrameWriter."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    def write(self, msg: Any) -> None:
-        self.messages.append(msg)
-
-
-@pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    return engine()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
-    root = tmp_path_factory.mktemp("served-vpn")
-    (root / GVMI_NAME).write_bytes((build_images() / GVMI_NAME).read_bytes())
-    with FileServer(root) as srv:
-        yield srv
-    forget_images(engine(), root)
 
 
 @pytest.fixture
