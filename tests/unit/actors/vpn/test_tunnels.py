@@ -74,7 +74,7 @@ class Activity:
     """The provider's activity table: which requestor's activity is which address in which network."""
 
     def __init__(self) -> None:
-        self.targets = {(REQ, "net1", "192.168.0.2"): "act-1"}
+        self.targets: dict[tuple[str, str, str], str] = {}  # tests fill it in (_provider_knows)
 
     def vpn_target(self, requestor: str, network_id: str, ip: str) -> Done:
         found = self.targets.get((requestor, network_id, ip))
@@ -155,22 +155,27 @@ def _network(req: Any) -> str:
     return net["id"]
 
 
-def _provider_knows(prov: Any, network_id: str, link: Link) -> None:
+def _provider_knows(prov: Any, network_id: str) -> None:
     # The provider's activity table uses the network id the requestor created.
     activity = prov._actor._activity  # noqa: SLF001 - the fake table stands in for the ActivityActor
     activity.targets = {(REQ, network_id, "192.168.0.2"): "act-1"}
 
 
+def _open_tunnel(req: Any, prov: Any, port: int, sink: Sink, timeout_s: float = 10.0, **kwargs: Any) -> tuple[str, str]:
+    """A network with the provider's activity at 192.168.0.2 and an open tunnel to its port: (network id, tunnel id)."""
+    net_id = _network(req)
+    _provider_knows(prov, net_id)
+    tunnel = req.open_tcp(net_id, "192.168.0.2", port, sink, **kwargs).get()
+    assert sink.next(timeout=timeout_s) == ("opened", b"")
+    return net_id, tunnel
+
+
 def test_a_stream_goes_through_a_lossy_link_intact_both_ways(pair: Any, server: Any) -> None:
     req, prov, link = pair
     port, _ = server
-    net_id = _network(req)
-    _provider_knows(prov, net_id, link)
     link.loss = 0.25
     sink = Sink()
-    tunnel = req.open_tcp(net_id, "192.168.0.2", port, sink).get()
-    deadline_event = sink.next(timeout=30)
-    assert deadline_event == ("opened", b"")
+    net_id, tunnel = _open_tunnel(req, prov, port, sink, timeout_s=30)
     payload = random.Random(3).randbytes(1_000_000).replace(b"big", b"BIG")
     for start in range(0, len(payload), 50_000):
         req.write(tunnel, payload[start : start + 50_000]).get()
@@ -190,12 +195,9 @@ def test_a_stream_goes_through_a_lossy_link_intact_both_ways(pair: Any, server: 
 def test_the_service_closing_delivers_everything_then_closes_the_client(pair: Any, server: Any) -> None:
     req, prov, link = pair
     port, _ = server
-    net_id = _network(req)
-    _provider_knows(prov, net_id, link)
     link.loss = 0.2
     sink = Sink()
-    tunnel = req.open_tcp(net_id, "192.168.0.2", port, sink).get()
-    assert sink.next(timeout=30)[0] == "opened"
+    _, tunnel = _open_tunnel(req, prov, port, sink, timeout_s=30)
     req.write(tunnel, b"big please").get()
     got, reason = sink.read_until_closed(timeout=60)
     assert got == b"y" * 300_000 and "closed" in reason
@@ -206,11 +208,8 @@ def test_the_service_closing_delivers_everything_then_closes_the_client(pair: An
 def test_the_client_closing_closes_the_service_connection(pair: Any, server: Any) -> None:
     req, prov, link = pair
     port, seen = server
-    net_id = _network(req)
-    _provider_knows(prov, net_id, link)
     sink = Sink()
-    tunnel = req.open_tcp(net_id, "192.168.0.2", port, sink).get()
-    assert sink.next()[0] == "opened"
+    _, tunnel = _open_tunnel(req, prov, port, sink)
     req.write(tunnel, b"ping").get()
     assert sink.next() == ("data", b"ping")
     req.close(tunnel).get()
@@ -228,7 +227,7 @@ def test_tunnels_to_addresses_that_are_not_the_requestors_activities_are_refused
     assert event == "closed" and "no running activity of yours" in reason
     assert prov.status().get()["refused"] == 1
     # Another node asking for the requestor's activity by its address: refused too.
-    _provider_knows(prov, net_id, link)
+    _provider_knows(prov, net_id)
     link.refs[OTHER] = pykka.ThreadingActor.start()  # a mailbox for the answer
     link.refs[PROV].tell(Received(OTHER, VpnOpen("cd" * 16, net_id, "192.168.0.2", port)))
     _wait(lambda: prov.status().get()["refused"] == 2)
@@ -283,11 +282,8 @@ def test_a_slow_client_holds_the_service_back_to_a_window(pair: Any, server: Any
     monkeypatch.setattr(vpn_actor, "WINDOW", 2)  # tunnels opened from now on: 2 chunks ahead
     req, prov, link = pair
     port, _ = server
-    net_id = _network(req)
-    _provider_knows(prov, net_id, link)
     sink = Sink()
-    tunnel = req.open_tcp(net_id, "192.168.0.2", port, sink, manual_consume=True).get()
-    assert sink.next()[0] == "opened"
+    _, tunnel = _open_tunnel(req, prov, port, sink, manual_consume=True)
     req.write(tunnel, b"big please").get()  # 300 kB come back: five chunks of 64 KiB
     time.sleep(1.0)
     held = []
@@ -315,11 +311,8 @@ def test_lost_acks_do_not_leave_a_shut_window_shut(pair: Any, server: Any, monke
     monkeypatch.setattr(vpn_actor, "WINDOW", 2)
     req, prov, link = pair
     port, _ = server
-    net_id = _network(req)
-    _provider_knows(prov, net_id, link)
     sink = Sink()
-    tunnel = req.open_tcp(net_id, "192.168.0.2", port, sink, manual_consume=True).get()
-    assert sink.next()[0] == "opened"
+    _, tunnel = _open_tunnel(req, prov, port, sink, manual_consume=True)
     link.ack_loss = 0.5
     payload = random.Random(5).randbytes(400_000).replace(b"big", b"BIG")
     req.write(tunnel, payload).get()  # echoed back: both directions run against a shut window, acks lost
