@@ -103,6 +103,13 @@ def test_yapapi_runs_tasks_polling_and_streaming_and_a_service_and_pays(testnet:
         assert out["states"] == ["running"] and out["final"] == ["terminated"]
 
 
+def _assert_pages_fetched(out: dict[str, Any]) -> None:
+    """The VPN scripts' two fetches over net-api: the small page, and 200 kB intact."""
+    assert out["small"].startswith("HTTP/1.") and " 200 " in out["small"].split("\r\n")[0], out
+    assert out["small"].rstrip().endswith("hello over the vpn"), out
+    assert " 200 " in out["big_status"] and out["big_len"] == 200_000 and out["big_ok"], out
+
+
 def _assert_invoice_accepted(requestor: NodeProcess, key: str) -> None:
     """The client accepted the provider's invoice through the payment-api (the ledger then pays it)."""
     client = Api(requestor, key)
@@ -156,8 +163,12 @@ def image_repository(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         repo.wait(10)
 
 
-def _vm_pair(testnet: Testnet, local: Any) -> tuple[NodeProcess, str, str]:
-    testnet.add("vm-provider", env=provider_env(local, runtime="vm", LOAM_API__PORT=str(free_port())))
+def _vm_pair(
+    testnet: Testnet, local: Any, providers: tuple[str, ...] = ("vm-provider",), **provider_extra: str
+) -> tuple[NodeProcess, str, str]:
+    """vm providers and a funded requestor: (requestor, its app-key, its API URL)."""
+    for name in providers:
+        testnet.add(name, env=provider_env(local, runtime="vm", LOAM_API__PORT=str(free_port()), **provider_extra))
     requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
     payment_call(requestor, "fund", amount="100", timeout_s=120)
     api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
@@ -188,9 +199,7 @@ def test_yapapi_reaches_a_vm_service_on_its_vpn_through_net_api(
         requestor, key, api = _vm_pair(testnet, local)
         out = run_client("yapapi", "yapapi_vpn.py", requestor.data_dir, key, api, repo_url, image_hash, key)
         assert out["states"] == ["running"] and out["ip"].startswith("192.168.0."), out
-        assert out["small"].startswith("HTTP/1.") and " 200 " in out["small"].split("\r\n")[0], out
-        assert out["small"].rstrip().endswith("hello over the vpn"), out
-        assert " 200 " in out["big_status"] and out["big_len"] == 200_000 and out["big_ok"], out
+        _assert_pages_fetched(out)
         assert out["final"] == ["terminated"], out
         # The network was removed with the client's exit; the tunnels are closed on both ends.
         client = Api(requestor, key)
@@ -207,9 +216,7 @@ def test_golem_core_reaches_a_vm_service_on_its_vpn(
         requestor, key, api = _vm_pair(testnet, local)
         out = run_client("golem-core", "golem_core_vpn.py", requestor.data_dir, key, api, image_hash, image_url)
         assert out["results"] == ["Ok"] * 3 and out["ip"].startswith("192.168.0."), out
-        assert out["small"].startswith("HTTP/1.") and " 200 " in out["small"].split("\r\n")[0], out
-        assert out["small"].rstrip().endswith("hello over the vpn"), out
-        assert " 200 " in out["big_status"] and out["big_len"] == 200_000 and out["big_ok"], out
+        _assert_pages_fetched(out)
         client = Api(requestor, key)
         assert client.ok("GET", "/net-api/v1/net") == []
         _assert_invoice_accepted(requestor, key)
@@ -223,13 +230,7 @@ def test_yapapi_services_on_two_providers_reach_each_other_over_the_vpn(
     repo_url, image_hash, _ = image_repository
     with local_chain(tmp_path) as local:
         # One agreement each: the two services land on different providers.
-        for name in ("vm-provider-a", "vm-provider-b"):
-            testnet.add(name, env=provider_env(local, runtime="vm", LOAM_API__PORT=str(free_port()),
-                                               LOAM_PROVIDER__MAX_AGREEMENTS="1"))  # fmt: skip
-        requestor = testnet.add("requestor", env=payment_env(local, LOAM_API__PORT=str(free_port())))
-        payment_call(requestor, "fund", amount="100", timeout_s=120)
-        key = app_key(requestor)
-        api = json.loads((requestor.data_dir / "node.json").read_text())["api"]
+        requestor, key, api = _vm_pair(testnet, local, ("vm-provider-a", "vm-provider-b"), LOAM_PROVIDER__MAX_AGREEMENTS="1")
         out = run_client("yapapi", "yapapi_vpn.py", requestor.data_dir, key, api, repo_url, image_hash, key, "cluster")
         assert out["server_provider"] != out["fetcher_provider"], out
         assert out["small"].rstrip().endswith("hello over the vpn"), out  # the requestor's own connection

@@ -34,6 +34,18 @@ async def negotiate(demand):
             return agreement
 
 
+async def accept_invoice(agreement, allocation):
+    """Wait for the agreement's invoice (up to a minute) and accept it in full from the allocation; returns it."""
+    for _ in range(120):
+        if agreement.invoice is not None:
+            break
+        await asyncio.sleep(0.5)
+    invoice = agreement.invoice
+    assert invoice is not None, "no invoice arrived"
+    await invoice.accept_full(allocation)
+    return invoice
+
+
 async def main(package: str, input_file: str, output_file: str) -> None:
     async with GolemNode() as golem:
         allocation = await golem.create_allocation(1.0, network="local")
@@ -52,13 +64,7 @@ async def main(package: str, input_file: str, output_file: str) -> None:
         state = (await activity.get_state()).state
         await activity.destroy()
         await agreement.terminate()
-        for _ in range(120):
-            if agreement.invoice is not None:
-                break
-            await asyncio.sleep(0.5)
-        invoice = agreement.invoice
-        assert invoice is not None, "no invoice arrived"
-        await invoice.accept_full(allocation)
+        invoice = await accept_invoice(agreement, allocation)
         print(json.dumps({
             "state": state,
             "results": [{"index": r.index, "result": r.result, "stdout": r.stdout} for r in results],

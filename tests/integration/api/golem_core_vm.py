@@ -12,7 +12,7 @@ import sys
 from golem.node import GolemNode
 from golem.payload import RepositoryVmPayload
 from golem.resources import Deploy, DownloadFile, Run, SendFile, Start
-from golem_core_task import negotiate
+from golem_core_task import accept_invoice, negotiate
 
 
 async def main(image_hash: str, image_url: str, input_file: str, output_file: str) -> None:
@@ -32,12 +32,7 @@ async def main(image_hash: str, image_url: str, input_file: str, output_file: st
         results = await batch.wait(timeout=180)
         await activity.destroy()
         await agreement.terminate()
-        for _ in range(120):
-            if agreement.invoice is not None:
-                break
-            await asyncio.sleep(0.5)
-        assert agreement.invoice is not None, "no invoice arrived"
-        await agreement.invoice.accept_full(allocation)
+        await accept_invoice(agreement, allocation)
         print(json.dumps({"results": [{"index": r.index, "result": r.result, "stdout": r.stdout} for r in results]}))
 
 

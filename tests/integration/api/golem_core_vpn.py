@@ -15,33 +15,11 @@ import os
 import sys
 from urllib.parse import urlparse
 
-import aiohttp
 from golem.node import GolemNode
 from golem.payload import RepositoryVmPayload
 from golem.resources import Deploy, Run, Start
-from golem_core_task import negotiate
-
-BIG = 200_000  # bytes of the second page: several tunnel chunks
-SERVE = (
-    f"mkdir -p /srv && echo hello over the vpn > /srv/index.html"
-    f" && head -c {BIG} /dev/zero | tr '\\0' x > /srv/big.txt && httpd -p 80 -h /srv"
-)
-
-
-async def fetch(uri: str, path: str) -> bytes:
-    """One HTTP/1.0 request over a WebSocket-carried TCP connection; the whole response."""
-    headers = {"Authorization": f"Bearer {os.environ['YAGNA_APPKEY']}"}
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(uri, headers=headers) as ws:
-            await ws.send_bytes(f"GET {path} HTTP/1.0\r\nHost: service\r\n\r\n".encode())
-            got = b""
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.BINARY:
-                    got += msg.data
-                else:
-                    break
-            return got
-
+from golem_core_task import accept_invoice, negotiate
+from vpn_pages import SERVE, fetch_pages
 
 async def main(image_hash: str, image_url: str) -> None:
     payload = RepositoryVmPayload(
@@ -64,32 +42,17 @@ async def main(image_hash: str, image_url: str) -> None:
         )
         results = await batch.wait(timeout=180)
         uri = f"{net_api}/net/{network.id}/tcp/{ip}/80"
-        small = b""
-        for _ in range(20):  # httpd may start a moment after the command returns
-            small = await fetch(uri, "/index.html")
-            if b"200" in small.split(b"\r\n", 1)[0]:
-                break
-            await asyncio.sleep(0.5)
-        big = await fetch(uri, "/big.txt")
-        head, _, body = big.partition(b"\r\n\r\n")
+        pages = await fetch_pages(uri, os.environ["YAGNA_APPKEY"])
         await activity.destroy()
         await network.remove()
         await agreement.terminate()
-        for _ in range(120):
-            if agreement.invoice is not None:
-                break
-            await asyncio.sleep(0.5)
-        assert agreement.invoice is not None, "no invoice arrived"
-        await agreement.invoice.accept_full(allocation)
+        await accept_invoice(agreement, allocation)
         print(json.dumps({
             "results": [r.result for r in results],
             "network": network.id,
             "ip": ip,
             "uri": uri,
-            "small": small.decode(errors="replace"),
-            "big_status": head.split(b"\r\n", 1)[0].decode(errors="replace"),
-            "big_len": len(body),
-            "big_ok": body == b"x" * BIG,
+            **pages,
         }))
 
 

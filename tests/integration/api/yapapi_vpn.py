@@ -14,7 +14,7 @@ import json
 import sys
 from datetime import datetime, timedelta, timezone
 
-import aiohttp
+from vpn_pages import SERVE, fetch_pages
 from yapapi import Golem
 from yapapi.payload import vm
 from yapapi.services import Service, ServiceState
@@ -22,7 +22,6 @@ from yapapi.services import Service, ServiceState
 REPOSITORY_URL, IMAGE_HASH, APP_KEY = sys.argv[1:4]
 CLUSTER = sys.argv[4:5] == ["cluster"]
 FETCHED: list = []
-BIG = 200_000  # bytes of the second page: several tunnel chunks
 
 
 class WebServer(Service):
@@ -37,8 +36,7 @@ class WebServer(Service):
         async for script in super().start():  # deploy (with the network) and start
             yield script
         script = self._ctx.new_script()
-        script.run("/bin/sh", "-c", f"mkdir -p /srv && echo hello over the vpn > /srv/index.html"
-                   f" && head -c {BIG} /dev/zero | tr '\\0' x > /srv/big.txt && httpd -p 80 -h /srv")
+        script.run("/bin/sh", "-c", SERVE)
         yield script
 
 
@@ -62,20 +60,6 @@ class Fetcher(Service):
             await asyncio.sleep(1)
 
 
-async def fetch(uri: str, path: str) -> bytes:
-    """One HTTP/1.0 request over a WebSocket-carried TCP connection; the whole response."""
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(uri, headers={"Authorization": f"Bearer {APP_KEY}"}) as ws:
-            await ws.send_bytes(f"GET {path} HTTP/1.0\r\nHost: service\r\n\r\n".encode())
-            got = b""
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.BINARY:
-                    got += msg.data
-                else:
-                    break
-            return got
-
-
 async def main() -> None:
     async with Golem(budget=1.0, subnet_tag="public", payment_driver="erc20", payment_network="local") as golem:
         network = await golem.create_network("192.168.0.1/24")
@@ -89,23 +73,7 @@ async def main() -> None:
         states = [s.state.value for s in cluster.instances]
         [instance] = cluster.instances
         uri = instance.network_node.get_websocket_uri(80)
-        small = b""
-        for _ in range(20):  # httpd starts a moment after the script returns
-            small = await fetch(uri, "/index.html")
-            if b"200" in small.split(b"\r\n", 1)[0]:
-                break
-            await asyncio.sleep(0.5)
-        big = await fetch(uri, "/big.txt")
-        head, _, body = big.partition(b"\r\n\r\n")
-        out = {
-            "states": states,
-            "ip": instance.network_node.ip,
-            "uri": uri,
-            "small": small.decode(errors="replace"),
-            "big_status": head.split(b"\r\n", 1)[0].decode(errors="replace"),
-            "big_len": len(body),
-            "big_ok": body == b"x" * BIG,
-        }
+        out = {"states": states, "ip": instance.network_node.ip, "uri": uri, **await fetch_pages(uri, APP_KEY)}
         if CLUSTER:
             fetchers = await golem.run_service(
                 Fetcher, network=network, instance_params=[{"server_ip": instance.network_node.ip}],
