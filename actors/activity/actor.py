@@ -44,7 +44,7 @@ from protocol.errors import NodeError, ProtocolError
 if TYPE_CHECKING:
     from node.settings import Settings
 
-__all__ = ["ActivityActor", "ActivityError", "ActivityNotFoundError", "validate_script"]
+__all__ = ["ActivityActor", "ActivityError", "ActivityNotFoundError", "activities_dir", "validate_script"]
 
 _UNRESPONSIVE_AFTER_MS = 15_000
 _UPDATE_EVERY_MS = 1_000
@@ -52,6 +52,11 @@ _QUERY_AFTER_MS = 3_000
 _PROVIDER_SILENT_MS = 15_000  # requestor side: no update for this long makes a view Unresponsive
 _STOP_GRACE_S = 1.0
 _KILL_GRACE_S = 5.0
+
+
+def activities_dir(settings: Settings) -> Path:
+    """Where a provider keeps its activities' work folders (their containers are labelled with it)."""
+    return (Path(settings.data_dir) / "activities").absolute()
 
 
 class ActivityError(NodeError):
@@ -146,7 +151,7 @@ class ActivityActor(LoamActor):
         self._net = net
         self._market = market
         self._ask_s = settings.actors.ask_timeout_s
-        self._root = Path(settings.data_dir) / "activities"
+        self._root = activities_dir(settings)
         self._cache_dir = Path(settings.data_dir) / "cache" / "wasm"
         self._running: dict[str, _Running] = {}
         self._views: dict[str, ActivityView] = {}
@@ -162,7 +167,7 @@ class ActivityActor(LoamActor):
         # Work dirs (and containers) left by a node that was killed belong to activities
         # that are gone.
         if self._settings.provider.enabled:  # any preset may sell the vm runtime
-            _sweep_containers(f"loam.root={self._root.absolute()}", wait=True)
+            _sweep_containers(f"loam.root={self._root}", wait=True)
         if self._root.exists():
             shutil.rmtree(self._root, ignore_errors=True)
         self._root.mkdir(parents=True, exist_ok=True)

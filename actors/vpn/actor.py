@@ -18,16 +18,16 @@ the overlay may lose or reorder messages.
 from __future__ import annotations
 
 import queue
-from collections import OrderedDict, deque
 import secrets
 import socket
 import threading
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import pykka
 
+from actors.activity.actor import activities_dir
 from actors.base import FailureHandler, LoamActor, Ticker
 from actors.market.events import now_ms
 from actors.net.actor import Received
@@ -91,7 +91,7 @@ class _Tunnel:
     ack_due: bool = False  # an ack waits for the next tick
     last_ack_ms: int = 0
     changed_ms: int = 0  # when what we acknowledge last changed
-    close_sent_ms: int = 0  # when an open (opening) or close (closing) was last sent
+    control_sent_ms: int = 0  # when an open (opening) or close (closing) was last sent
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class VpnActor(LoamActor):
         self._net = net
         self._activity = activity
         self._ask_s = settings.actors.ask_timeout_s
-        self._activities_root = str((Path(settings.data_dir) / "activities").absolute())
+        self._activities_root = str(activities_dir(settings))
         self._networks = Networks(owner=identity.node_id)
         self._tunnels: dict[str, _Tunnel] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()  # tunnel id -> peer, of tunnels finished here
@@ -248,7 +248,7 @@ class VpnActor(LoamActor):
         self._ports = 49152 + (self._ports - 49152 + 1) % 16384
         tunnel = _Tunnel(
             secrets.token_hex(16), provider, "requestor", network_id, ip, port, self._ports,
-            since_ms=now, last_progress_ms=now, sink=sink, close_sent_ms=now, manual=manual_consume,
+            since_ms=now, last_progress_ms=now, sink=sink, control_sent_ms=now, manual=manual_consume,
         )  # fmt: skip
         self._tunnels[tunnel.tunnel_id] = tunnel
         self._net.send(provider, VpnOpen(tunnel.tunnel_id, network_id, ip, port))
@@ -453,8 +453,12 @@ class VpnActor(LoamActor):
             self._counters["bytes_out"] += len(chunk)
             self._net.send(tunnel.peer, VpnData(tunnel.tunnel_id, seq, chunk))
         if tunnel.state == "closing" and not tunnel.close_sent and tunnel.out.queued_bytes == 0:
-            tunnel.close_sent, tunnel.close_sent_ms, tunnel.since_ms = True, now, now
-            self._net.send(tunnel.peer, VpnClose(tunnel.tunnel_id, tunnel.out.next_seq, tunnel.reason[:1000]))
+            tunnel.close_sent, tunnel.control_sent_ms, tunnel.since_ms = True, now, now
+            self._send_close(tunnel, tunnel.reason)
+
+    def _send_close(self, tunnel: _Tunnel, reason: str) -> None:
+        """Our close: after the chunks we numbered (the other side delivers those first)."""
+        self._net.send(tunnel.peer, VpnClose(tunnel.tunnel_id, tunnel.out.next_seq, reason[:1000]))
 
     def _ack(self, tunnel: _Tunnel) -> None:
         delivered = tunnel.inb.delivered
@@ -519,7 +523,7 @@ class VpnActor(LoamActor):
             self._closed.popitem(last=False)
         if tell_peer:
             try:
-                self._net.send(tunnel.peer, VpnClose(tunnel.tunnel_id, tunnel.out.next_seq, reason[:1000]))
+                self._send_close(tunnel, reason)
             except (NodeError, pykka.ActorDeadError):
                 pass
         self._release_local(tunnel, reason)
@@ -539,21 +543,19 @@ class VpnActor(LoamActor):
 
     def _on_tick(self, now: int) -> None:
         for tunnel in list(self._tunnels.values()):
-            if tunnel.state != "opening" and tunnel.ack_due:
-                self._ack(tunnel)
-            elif tunnel.state != "opening" and now - tunnel.last_ack_ms >= _REACK_MS and now - tunnel.changed_ms <= _STALL_MS:
-                # Acks are not resent by the other side's timer as data is: a lost one that opened
-                # the window would leave the sender waiting. So the last one goes again, a while.
-                self._ack(tunnel)
             if tunnel.state == "opening":
                 if tunnel.role != "requestor":
                     continue
                 if now - tunnel.since_ms > _OPEN_TIMEOUT_MS:
                     self._finish(tunnel, f"provider {tunnel.peer} did not answer the tunnel request", tell_peer=True)
-                elif now - tunnel.close_sent_ms >= _RESEND_CONTROL_MS:  # the request or its answer may be lost
-                    tunnel.close_sent_ms = now
+                elif now - tunnel.control_sent_ms >= _RESEND_CONTROL_MS:  # the request or its answer may be lost
+                    tunnel.control_sent_ms = now
                     self._net.send(tunnel.peer, VpnOpen(tunnel.tunnel_id, tunnel.network_id, tunnel.ip, tunnel.port))
                 continue
+            if tunnel.ack_due or (now - tunnel.last_ack_ms >= _REACK_MS and now - tunnel.changed_ms <= _STALL_MS):
+                # Due, or repeated: acks are not resent by the other side's timer as data is, and a
+                # lost one that opened the window would leave the sender waiting.
+                self._ack(tunnel)
             for seq, chunk in tunnel.out.due(now):
                 self._net.send(tunnel.peer, VpnData(tunnel.tunnel_id, seq, chunk))
             if not tunnel.out.all_acked and now - tunnel.last_progress_ms > _STALL_MS:
@@ -564,9 +566,9 @@ class VpnActor(LoamActor):
                         self._finish(tunnel, "the other side took nothing more", tell_peer=True)
                 elif now - tunnel.since_ms > _CLOSE_LINGER_MS:
                     self._finish(tunnel, tunnel.reason, tell_peer=False)
-                elif now - tunnel.close_sent_ms >= _RESEND_CONTROL_MS:
-                    tunnel.close_sent_ms = now
-                    self._net.send(tunnel.peer, VpnClose(tunnel.tunnel_id, tunnel.out.next_seq, tunnel.reason[:1000]))
+                elif now - tunnel.control_sent_ms >= _RESEND_CONTROL_MS:
+                    tunnel.control_sent_ms = now
+                    self._send_close(tunnel, tunnel.reason)
 
 
 # -- provider threads --------------------------------------------------------------------

@@ -179,7 +179,7 @@ def _docker_subnets(avoid: list[ipaddress.IPv4Network], tries: int = 64) -> list
 
     out: list[ipaddress.IPv4Network] = []
     for space in (ipaddress.IPv4Network(n) for n in ("172.16.0.0/12", "10.0.0.0/8", "100.64.0.0/10")):
-        if any(a.supernet_of(space) if a.prefixlen <= space.prefixlen else False for a in avoid):
+        if any(a.supernet_of(space) for a in avoid):
             continue  # all of it taken
         count = space.num_addresses // 16
         start = random.randrange(count)
